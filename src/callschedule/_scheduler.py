@@ -1,0 +1,425 @@
+"""The CallScheduler: the public face of the library."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from callschedule import _events, _rules, _validation
+from callschedule._clock import Clock
+from callschedule._model import (
+    ApiKey,
+    Call,
+    CallPage,
+    Event,
+    ExecutionStatus,
+    RescheduleResult,
+    Source,
+)
+from callschedule._plugins import make_plugin_manager
+from callschedule._rules import SchedulingPolicy
+from callschedule.abc import Store
+from callschedule.exceptions import (
+    CallNotFound,
+    Conflict,
+    InvalidInput,
+    StoreNotFound,
+    Unauthorized,
+)
+from callschedule.plugins import auth
+
+logger = logging.getLogger("callschedule")
+
+DEFAULT_URL = "sqlite:///callschedule.db"
+
+
+@attrs.define
+class CallScheduler:
+    """Schedule, move, cancel and inspect calls; every method is scoped to one organization.
+
+    Thread-safe and synchronous. Open one with :meth:`open`, or build one around a store.
+    """
+
+    store: Store
+    policy: SchedulingPolicy = attrs.field(factory=SchedulingPolicy)
+    clock: Clock = attrs.field(factory=Clock)
+    plugin_manager: pluggy.PluginManager = attrs.field(factory=make_plugin_manager)
+    _due_listeners: list[Callable[[int], None]] = attrs.field(factory=list, init=False)
+    _listeners_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+
+    @classmethod
+    def open(
+        cls,
+        url: str = DEFAULT_URL,
+        *,
+        policy: SchedulingPolicy | None = None,
+        clock: Clock | None = None,
+        plugins: Iterable[object] = (),
+        load_entry_points: bool = True,
+    ) -> CallScheduler:
+        """Open the store at ``url`` through the store hook and return a scheduler over it.
+
+        :param url: ``sqlite:///calls.db``, ``memory://``, ``postgresql://...`` or any URL a
+            store plugin accepts.
+        :param policy: the scheduling rules (default: :class:`SchedulingPolicy()`).
+        :param clock: the clock (default: the system clock, which freezegun can freeze).
+        :param plugins: extra plugin objects or modules to register on this scheduler only.
+        :param load_entry_points: also load plugins of the ``callschedule`` entry-point group.
+        """
+        if not isinstance(url, str):
+            raise InvalidInput("url", f"expected a store URL string, got {type(url).__name__}")
+        pm = make_plugin_manager(plugins, load_entry_points=load_entry_points)
+        store = pm.hook.callschedule_store(url=url)
+        if store is None:
+            raise StoreNotFound(url)
+        return cls(
+            store=store,
+            policy=policy or SchedulingPolicy(),
+            clock=clock or Clock(),
+            plugin_manager=pm,
+        )
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    def __enter__(self) -> CallScheduler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def create_call(
+        self,
+        organization_id: str,
+        scheduled_timestamp: int,
+        call_id: str | None = None,
+        timezone: str | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        source: Source = Source.LIBRARY,
+    ) -> Call:
+        """Schedule a new pending call and log its creation.
+
+        With a ``call_id`` of your choosing the create is idempotent: repeating it returns the
+        existing call, unless that call has a different payload, time zone or (if never moved)
+        time, which raises :class:`Conflict`. Without one, an id ``call_<uuid4>`` is made.
+
+        :raises InvalidInput: a bad argument (nothing is written).
+        :raises ScheduleRejected: a rule refuses the time (calling window in ``shift`` mode moves it instead).
+        """
+        organization_id = _validation.identifier("organization_id", organization_id)
+        requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
+        call_id = (
+            f"call_{uuid.uuid4()}"
+            if call_id is None
+            else _validation.identifier("call_id", call_id)
+        )
+        timezone = _validation.timezone("timezone", timezone)
+        payload = _validation.payload("payload", payload)
+        _check_json("payload", payload)
+        source = Source(source)
+
+        now_ms = self.clock.now_ms()
+        now = now_ms // 1000
+        scheduled = _rules.decide(requested, timezone, now, self.policy)
+        call = Call(
+            call_id=call_id,
+            organization_id=organization_id,
+            scheduled_timestamp=scheduled,
+            timezone=timezone,
+            payload=payload,
+            created_at=now_ms,
+            updated_at=now_ms,
+        )
+        self.plugin_manager.hook.callschedule_check_schedule(
+            call=call, requested_timestamp=scheduled, now=now
+        )
+        event = _events.created(call, now_ms, source)
+        if self.store.insert_call(call, event) is None:
+            return self._existing_for_create(call, requested)
+        self._after_commit(call, [event])
+        return call
+
+    def _existing_for_create(self, wanted: Call, requested: int) -> Call:
+        existing = self.store.get_call(wanted.organization_id, wanted.call_id)
+        if existing is None:  # deleted between the insert and this read: cannot happen today
+            raise Conflict(wanted.call_id)
+        same_time = existing.reschedule_count > 0 or existing.scheduled_timestamp in (
+            requested,
+            wanted.scheduled_timestamp,
+        )
+        if (
+            existing.payload != wanted.payload
+            or existing.timezone != wanted.timezone
+            or not same_time
+        ):
+            raise Conflict(
+                wanted.call_id, "a call with this id already exists with different fields"
+            )
+        return existing
+
+    def reschedule(
+        self,
+        organization_id: str,
+        call_id: str,
+        scheduled_timestamp: int,
+        *,
+        source: Source = Source.LIBRARY,
+        expected_version: int | None = None,
+    ) -> RescheduleResult:
+        """Move a pending call to a new time, under the rules, and log it.
+
+        :param expected_version: if given, refuse with :class:`Conflict` unless the call is
+            still at this version (optimistic locking across a read and a write).
+        :raises CallNotFound: no such call in this organization.
+        :raises CallNotReschedulable: the call is not pending.
+        :raises ScheduleRejected: a rule refuses the time.
+        :raises Conflict: the call changed since it was read (a worker claimed it, say).
+        """
+        call = self._get(organization_id, call_id)
+        requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
+        source = Source(source)
+        if expected_version is not None and expected_version != call.version:
+            raise Conflict(
+                call.call_id, f"expected version {expected_version}, found {call.version}"
+            )
+        now_ms = self.clock.now_ms()
+        now = now_ms // 1000
+        new_time = _rules.decide_reschedule(call, requested, now, self.policy)
+        self.plugin_manager.hook.callschedule_check_schedule(
+            call=call, requested_timestamp=new_time, now=now
+        )
+        moved = attrs.evolve(
+            call,
+            scheduled_timestamp=new_time,
+            reschedule_count=call.reschedule_count + 1,
+            version=call.version + 1,
+            updated_at=now_ms,
+        )
+        event = _events.rescheduled(moved, call.scheduled_timestamp, new_time, now_ms, source)
+        self._commit(moved, call.version, [event])
+        return RescheduleResult(
+            organization_id=call.organization_id,
+            call_id=call.call_id,
+            previous_scheduled_timestamp=call.scheduled_timestamp,
+            new_scheduled_timestamp=new_time,
+            call=moved,
+            events=[event],
+        )
+
+    def cancel(
+        self,
+        organization_id: str,
+        call_id: str,
+        *,
+        reason: str | None = None,
+        source: Source = Source.LIBRARY,
+    ) -> Call:
+        """Cancel a pending call and log it; it will never run.
+
+        :raises CallNotFound: no such call in this organization.
+        :raises CallNotReschedulable: the call is not pending (already running or finished).
+        :raises Conflict: the call changed since it was read.
+        """
+        call = self._get(organization_id, call_id)
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInput("reason", f"expected a string, got {type(reason).__name__}")
+        _rules.check_status(call)
+        now_ms = self.clock.now_ms()
+        cancelled = attrs.evolve(
+            call,
+            execution_status=ExecutionStatus.CANCELLED,
+            version=call.version + 1,
+            updated_at=now_ms,
+        )
+        self._commit(
+            cancelled, call.version, [_events.cancelled(cancelled, now_ms, Source(source), reason)]
+        )
+        return cancelled
+
+    def get_call(self, organization_id: str, call_id: str) -> Call:
+        """The call, as stored now.
+
+        :raises CallNotFound: no such call in this organization.
+        """
+        return self._get(organization_id, call_id)
+
+    def list_calls(
+        self,
+        organization_id: str,
+        status: ExecutionStatus | str | Sequence[ExecutionStatus | str] | None = None,
+        *,
+        scheduled_from: int | None = None,
+        scheduled_to: int | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> CallPage:
+        """The organization's calls by scheduled time, a page at a time.
+
+        :param status: one status or several (default: all).
+        :param scheduled_from: earliest ``scheduled_timestamp``, inclusive.
+        :param scheduled_to: latest ``scheduled_timestamp``, inclusive.
+        :param cursor: ``next_cursor`` of the previous page.
+        :param limit: calls per page, 1..1000.
+        """
+        organization_id = _validation.identifier("organization_id", organization_id)
+        statuses = _statuses(status)
+        if scheduled_from is not None:
+            _validation.timestamp("scheduled_from", scheduled_from)
+        if scheduled_to is not None:
+            _validation.timestamp("scheduled_to", scheduled_to)
+        limit = _validation.positive_int("limit", limit, maximum=1000)
+        calls = self.store.list_calls(
+            organization_id,
+            statuses=statuses,
+            scheduled_from=scheduled_from,
+            scheduled_to=scheduled_to,
+            after=_decode_cursor(cursor),
+            limit=limit + 1,
+        )
+        page, more = calls[:limit], len(calls) > limit
+        next_cursor = _encode_cursor(page[-1]) if more else None
+        return CallPage(calls=page, next_cursor=next_cursor)
+
+    def events(self, organization_id: str, call_id: str) -> list[Event]:
+        """The call's full event log, oldest first.
+
+        :raises CallNotFound: no such call in this organization.
+        """
+        self._get(organization_id, call_id)
+        return self.store.events(organization_id, call_id)
+
+    # -- API keys -------------------------------------------------------------------------------
+
+    def create_api_key(self, organization_id: str) -> tuple[str, str]:
+        """Make an API key for the organization; returns ``(api_key, api_secret)``.
+
+        The secret is shown only here: the store keeps its hash.
+        """
+        organization_id = _validation.identifier("organization_id", organization_id)
+        api_key, api_secret = auth.new_key_pair()
+        self.store.save_api_key(
+            ApiKey(
+                api_key=api_key,
+                organization_id=organization_id,
+                secret_hash=auth.hash_secret(api_secret),
+                created_at=self.clock.now_ms(),
+            )
+        )
+        return api_key, api_secret
+
+    def revoke_api_key(self, api_key: str) -> bool:
+        """Revoke a key; requests with it are refused from now on. ``False`` if unknown."""
+        api_key = _validation.identifier("api_key", api_key)
+        return self.store.revoke_api_key(api_key, self.clock.now_ms())
+
+    def authenticate(self, api_key: str | None, api_secret: str | None) -> str:
+        """The organization these credentials belong to, through the authentication hook.
+
+        :raises Unauthorized: missing, unknown, revoked or wrong (not told apart).
+        """
+        if not api_key or not api_secret:
+            raise Unauthorized()
+        organization_id: str | None = self.plugin_manager.hook.callschedule_authenticate(
+            scheduler=self, api_key=api_key, api_secret=api_secret
+        )
+        if organization_id is None:
+            raise Unauthorized()
+        return organization_id
+
+    # -- for the worker and other in-process listeners ------------------------------------------
+
+    def add_due_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(scheduled_timestamp)`` whenever a call becomes pending at that time in
+        this process (created, moved, retried), so a sleeping worker can wake early."""
+        with self._listeners_lock:
+            self._due_listeners.append(listener)
+
+    def remove_due_listener(self, listener: Callable[[int], None]) -> None:
+        """Undo :meth:`add_due_listener`."""
+        with self._listeners_lock:
+            if listener in self._due_listeners:
+                self._due_listeners.remove(listener)
+
+    def commit_change(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        """Write a changed call and its events in one transaction, then notify listeners.
+
+        For the worker and extensions; ``call.version`` must be ``expected_version + 1``.
+        :raises Conflict: the stored call is not at ``expected_version``.
+        """
+        return self._commit(call, expected_version, events)
+
+    def _commit(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        stored = self.store.update_call(call, expected_version, events)
+        self._after_commit(stored, events)
+        return stored
+
+    def _after_commit(self, call: Call, events: Sequence[Event]) -> None:
+        for event in events:
+            try:
+                self.plugin_manager.hook.callschedule_event(call=call, event=event)
+            except Exception:
+                logger.exception("callschedule_event listener failed for %s", call.call_id)
+        if call.execution_status is ExecutionStatus.PENDING:
+            with self._listeners_lock:
+                listeners = list(self._due_listeners)
+            for listener in listeners:
+                listener(call.scheduled_timestamp)
+
+    def _get(self, organization_id: str, call_id: str) -> Call:
+        organization_id = _validation.identifier("organization_id", organization_id)
+        call_id = _validation.identifier("call_id", call_id)
+        call = self.store.get_call(organization_id, call_id)
+        if call is None:
+            raise CallNotFound(call_id)
+        return call
+
+
+def _check_json(field: str, value: Any) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
+
+
+def _statuses(
+    status: ExecutionStatus | str | Sequence[ExecutionStatus | str] | None,
+) -> list[ExecutionStatus]:
+    if status is None:
+        return []
+    values = [status] if isinstance(status, str | ExecutionStatus) else list(status)
+    try:
+        return [ExecutionStatus(s) for s in values]
+    except ValueError:
+        allowed = ", ".join(s.value for s in ExecutionStatus)
+        raise InvalidInput("status", f"expected one of {allowed}, got {status!r}") from None
+
+
+def _encode_cursor(call: Call) -> str:
+    raw = json.dumps([call.scheduled_timestamp, call.call_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        timestamp, call_id = json.loads(raw)
+        if isinstance(timestamp, int) and isinstance(call_id, str):
+            return timestamp, call_id
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise InvalidInput("cursor", "not a cursor returned by list_calls")

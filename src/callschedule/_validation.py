@@ -1,0 +1,80 @@
+"""Checks on the arguments of every public method, each failing with :class:`InvalidInput`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import zoneinfo
+from typing import Any
+
+from callschedule.exceptions import InvalidInput
+
+#: 9999-12-31T23:59:59Z, the last second an RFC 3339 timestamp can show.
+MAX_TIMESTAMP = 253402300799
+MAX_ID_LENGTH = 200
+
+
+def timestamp(field: str, value: object) -> int:
+    """Return ``value`` if it is a whole number of Unix seconds in years 1970-9999."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"expected an integer number of Unix seconds, got {_kind(value)}")
+    if not 0 <= value <= MAX_TIMESTAMP:
+        raise InvalidInput(field, f"{value} is outside 0..{MAX_TIMESTAMP} (years 1970-9999)")
+    return value
+
+
+def identifier(field: str, value: object) -> str:
+    """Return ``value`` if it is a non-empty printable string of at most 200 characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"expected a string, got {_kind(value)}")
+    if not value or len(value) > MAX_ID_LENGTH or not value.isprintable() or value != value.strip():
+        raise InvalidInput(
+            field, f"expected 1-{MAX_ID_LENGTH} printable characters without surrounding spaces"
+        )
+    return value
+
+
+def timezone(field: str, value: object) -> str | None:
+    """Return ``value`` if it is ``None`` or an IANA time zone name zoneinfo knows."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"expected an IANA time zone name, got {_kind(value)}")
+    try:
+        zone(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(field, f"unknown time zone {value!r}") from None
+    return value
+
+
+def payload(field: str, value: object) -> dict[str, Any]:
+    """Return ``value`` if it is a dict (``None`` becomes ``{}``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InvalidInput(field, f"expected a JSON object, got {_kind(value)}")
+    return value
+
+
+def positive_int(field: str, value: object, *, maximum: int = 10_000) -> int:
+    """Return ``value`` if it is an integer in 1..maximum."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise InvalidInput(field, f"expected an integer in 1..{maximum}, got {value!r}")
+    return value
+
+
+@functools.lru_cache(maxsize=512)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    """The :class:`zoneinfo.ZoneInfo` for ``name``, cached."""
+    return zoneinfo.ZoneInfo(name)
+
+
+def rfc3339(seconds: int) -> str:
+    """``seconds`` as RFC 3339 UTC with a ``Z``: 1748460000 → ``2025-05-28T19:20:00Z``."""
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return f"{type(value).__name__} {value!r}"[:80]

@@ -1,0 +1,95 @@
+"""The store contract. A store persists calls, their events and API keys.
+
+Every method that changes a call writes the change and its events in one transaction: both or
+neither. Changes are conditional on the version read, so of two racing writers exactly one wins
+and the other gets :class:`~callschedule.exceptions.Conflict`. ``callschedule.testing`` holds the
+conformance suite that checks all of this for any store.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from callschedule._model import ApiKey, Call, Event, ExecutionStatus
+
+
+class Store(abc.ABC):
+    """Where calls, events and API keys live. Implementations must be thread-safe."""
+
+    @abc.abstractmethod
+    def insert_call(self, call: Call, event: Event) -> Call | None:
+        """Insert a new call and its creation event.
+
+        Returns the call, or ``None`` (and writes nothing) if the organization already has a
+        call with this id.
+        """
+
+    @abc.abstractmethod
+    def get_call(self, organization_id: str, call_id: str) -> Call | None:
+        """The call with this id in this organization, or ``None``."""
+
+    @abc.abstractmethod
+    def update_call(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        """Replace the stored call with ``call`` and append ``events``, in one transaction.
+
+        Only if the stored version is ``expected_version``; ``call.version`` must be
+        ``expected_version + 1``. Raises :class:`~callschedule.exceptions.Conflict` otherwise,
+        or :class:`~callschedule.exceptions.CallNotFound` if the call does not exist.
+        """
+
+    @abc.abstractmethod
+    def list_calls(
+        self,
+        organization_id: str,
+        *,
+        statuses: Sequence[ExecutionStatus] = (),
+        scheduled_from: int | None = None,
+        scheduled_to: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[Call]:
+        """The organization's calls ordered by (scheduled_timestamp, call_id).
+
+        ``statuses`` filters (empty: all); ``scheduled_from``/``scheduled_to`` bound the time,
+        both inclusive; ``after`` is the (scheduled_timestamp, call_id) of the last call of
+        the previous page.
+        """
+
+    @abc.abstractmethod
+    def events(self, organization_id: str, call_id: str) -> list[Event]:
+        """The call's full event log, oldest first (empty if there is no such call)."""
+
+    @abc.abstractmethod
+    def claim_due(
+        self, *, now: int, now_ms: int, limit: int, lease_owner: str, lease_expires_at: int
+    ) -> list[Call]:
+        """Claim up to ``limit`` pending calls due at or before ``now``, earliest first.
+
+        Each claimed call becomes ``in_progress`` with ``attempts + 1``, ``version + 1``, the
+        lease owner and expiry (ms), and gets a ``claimed`` event, all in one transaction. A call
+        is never claimed by two callers. Returns the claimed calls.
+        """
+
+    @abc.abstractmethod
+    def expired_leases(self, *, now_ms: int, limit: int) -> list[Call]:
+        """In-progress calls whose lease expired before ``now_ms`` (their worker stopped)."""
+
+    @abc.abstractmethod
+    def next_due_timestamp(self) -> int | None:
+        """The earliest ``scheduled_timestamp`` of any pending call, or ``None``."""
+
+    @abc.abstractmethod
+    def save_api_key(self, key: ApiKey) -> None:
+        """Store a new API key (its secret already hashed)."""
+
+    @abc.abstractmethod
+    def get_api_key(self, api_key: str) -> ApiKey | None:
+        """The stored key, revoked or not, or ``None``."""
+
+    @abc.abstractmethod
+    def revoke_api_key(self, api_key: str, at_ms: int) -> bool:
+        """Mark the key revoked; ``False`` if there is no such key."""
+
+    def close(self) -> None:  # noqa: B027 - optional for stores without resources
+        """Release connections and files."""

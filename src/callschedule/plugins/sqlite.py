@@ -1,0 +1,476 @@
+"""The ``sqlite:///path`` store: one SQLite file in WAL mode, safe for many threads and processes.
+
+Writes from all threads of a process go through one connection and share commits (group
+commit): each change runs in its own savepoint inside a transaction that may hold several
+changes, and no caller returns before that transaction is committed. A change that fails
+(a conflict) rolls back its savepoint alone. Other processes wait on the file lock up to the
+busy timeout. Reads use one connection per thread and never wait for writers.
+
+URL options: ``?synchronous=full`` (default: an acknowledged change survives power loss) or
+``normal`` (survives a crash of the process, not of the machine; faster), and
+``busy_timeout`` in milliseconds (default 30000).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from callschedule import _events
+from callschedule._model import ApiKey, Call, Event, EventType, ExecutionStatus, Source
+from callschedule.abc import Store
+from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict, InvalidInput
+from callschedule.hookspecs import hookimpl
+
+T = TypeVar("T")
+
+migrations = Migrations("callschedule")
+
+#: The schema version a database is at after opening: the number of applied migrations.
+SCHEMA_VERSION = 1
+
+
+@migrations(name="0001_initial")
+def _m0001_initial(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE IF NOT EXISTS calls (
+            organization_id TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            scheduled_timestamp INTEGER NOT NULL,
+            execution_status TEXT NOT NULL,
+            timezone TEXT,
+            payload TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            reschedule_count INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            lease_owner TEXT,
+            lease_expires_at INTEGER,
+            outcome TEXT,
+            PRIMARY KEY (organization_id, call_id)
+        );
+        CREATE INDEX IF NOT EXISTS calls_due ON calls (execution_status, scheduled_timestamp);
+        CREATE INDEX IF NOT EXISTS calls_by_org
+            ON calls (organization_id, scheduled_timestamp, call_id);
+        CREATE INDEX IF NOT EXISTS calls_leases ON calls (lease_expires_at)
+            WHERE execution_status = 'in_progress';
+        CREATE TABLE IF NOT EXISTS events (
+            id INTEGER PRIMARY KEY,
+            organization_id TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            timestamp INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            data TEXT NOT NULL,
+            source TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS events_by_call ON events (organization_id, call_id, id);
+        CREATE TABLE IF NOT EXISTS api_keys (
+            api_key TEXT PRIMARY KEY,
+            organization_id TEXT NOT NULL,
+            secret_hash TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            revoked_at INTEGER
+        );
+        """
+    )
+
+
+_CALL_COLUMNS = (
+    "organization_id, call_id, scheduled_timestamp, execution_status, timezone, payload, "
+    "attempts, reschedule_count, version, created_at, updated_at, lease_owner, "
+    "lease_expires_at, outcome"
+)
+_INSERT_CALL = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 14)})"
+_INSERT_EVENT = (
+    "INSERT INTO events (organization_id, call_id, type, timestamp, event, data, source) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_CALL = (
+    "UPDATE calls SET scheduled_timestamp = ?, execution_status = ?, timezone = ?, payload = ?, "
+    "attempts = ?, reschedule_count = ?, version = ?, updated_at = ?, lease_owner = ?, "
+    "lease_expires_at = ?, outcome = ? "
+    "WHERE organization_id = ? AND call_id = ? AND version = ?"
+)
+_CLAIM = (
+    "UPDATE calls SET execution_status = 'in_progress', attempts = attempts + 1, "
+    "version = version + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ? "
+    "WHERE rowid IN (SELECT rowid FROM calls WHERE execution_status = 'pending' "
+    "AND scheduled_timestamp <= ? ORDER BY scheduled_timestamp LIMIT ?) "
+    f"RETURNING {_CALL_COLUMNS}"
+)
+
+
+def _call_row(call: Call) -> tuple[Any, ...]:
+    return (
+        call.organization_id,
+        call.call_id,
+        call.scheduled_timestamp,
+        call.execution_status.value,
+        call.timezone,
+        json.dumps(call.payload),
+        call.attempts,
+        call.reschedule_count,
+        call.version,
+        call.created_at,
+        call.updated_at,
+        call.lease_owner,
+        call.lease_expires_at,
+        None if call.outcome is None else json.dumps(call.outcome),
+    )
+
+
+def _call_from_row(row: Sequence[Any]) -> Call:
+    return Call(
+        organization_id=row[0],
+        call_id=row[1],
+        scheduled_timestamp=row[2],
+        execution_status=ExecutionStatus(row[3]),
+        timezone=row[4],
+        payload=json.loads(row[5]),
+        attempts=row[6],
+        reschedule_count=row[7],
+        version=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        lease_owner=row[11],
+        lease_expires_at=row[12],
+        outcome=None if row[13] is None else json.loads(row[13]),
+    )
+
+
+def _event_row(event: Event) -> tuple[Any, ...]:
+    return (
+        event.organization_id,
+        event.call_id,
+        event.type.value,
+        event.timestamp,
+        event.event,
+        json.dumps(event.data),
+        event.source.value,
+    )
+
+
+@attrs.define
+class _Pending:
+    """One change waiting for the group commit that carries it."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+
+@attrs.define
+class SQLiteStore(Store):
+    """A store in one SQLite file; see the module docstring for its concurrency and durability."""
+
+    path: str
+    synchronous: str = "full"
+    busy_timeout_ms: int = 30_000
+
+    _writer: sqlite3.Connection = attrs.field(init=False)
+    _local: threading.local = attrs.field(factory=threading.local, init=False)
+    _readers: list[sqlite3.Connection] = attrs.field(factory=list, init=False)
+    _readers_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _queue: list[_Pending] = attrs.field(factory=list, init=False)
+    _committing: bool = attrs.field(default=False, init=False)
+    _cond: threading.Condition = attrs.field(factory=threading.Condition, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.synchronous not in ("full", "normal", "extra"):
+            raise InvalidInput("synchronous", "expected full, normal or extra")
+        self._writer = self._connect()
+        self._migrate()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """Open ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` (``memory://`` for no file)."""
+        parsed = urllib.parse.urlsplit(url)
+        path = urllib.parse.unquote(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        if not path or path == ":memory:":
+            raise InvalidInput("url", f"{url!r} names no file (expected sqlite:///calls.db)")
+        options = dict(urllib.parse.parse_qsl(parsed.query))
+        return cls(
+            path=path,
+            synchronous=options.get("synchronous", "full").lower(),
+            busy_timeout_ms=int(options.get("busy_timeout", 30_000)),
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.busy_timeout_ms / 1000,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        return conn
+
+    def _retry_locked(self, action: Callable[[], T]) -> T:
+        """Run ``action``, retrying while another process holds a lock past the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _migrate(self) -> None:
+        db = Database(self._writer)
+
+        def apply() -> None:
+            try:
+                migrations.apply(db)
+            except sqlite3.IntegrityError:
+                pass  # another process recorded the same migration first; IF NOT EXISTS kept it safe
+
+        self._retry_locked(apply)
+
+    def schema_version(self) -> int:
+        """How many migrations this database has applied."""
+        return len(migrations.applied(Database(self._reader())))
+
+    # -- reads: one connection per thread, never blocked by writers (WAL) ----------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._retry_locked(lambda: self._reader().execute(sql, params).fetchall())
+
+    # -- writes: group commit -----------------------------------------------------------------
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` inside a committed transaction, possibly shared with other threads' work."""
+        pending = _Pending(work)
+        with self._cond:
+            self._queue.append(pending)
+            while self._committing and not pending.done:
+                self._cond.wait()
+            if not pending.done:
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if not pending.done:
+            try:
+                self._commit_batch(batch)
+            finally:
+                with self._cond:
+                    self._committing = False
+                    self._cond.notify_all()
+        if pending.error is not None:
+            raise pending.error
+        return pending.result  # type: ignore[no-any-return]
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        conn = self._writer
+        try:
+            self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            for pending in batch:
+                conn.execute("SAVEPOINT change")
+                try:
+                    pending.result = pending.work(conn)
+                except (CallScheduleError, sqlite3.Error) as exc:
+                    conn.execute("ROLLBACK TO change")
+                    pending.error = exc
+                conn.execute("RELEASE change")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for pending in batch:
+                pending.result, pending.error = None, exc
+            raise_later = exc
+        else:
+            raise_later = None
+        finally:
+            for pending in batch:
+                pending.done = True
+        if raise_later is not None and not isinstance(raise_later, Exception):
+            raise raise_later
+
+    # -- the Store contract -------------------------------------------------------------------
+
+    def insert_call(self, call: Call, event: Event) -> Call | None:
+        def work(conn: sqlite3.Connection) -> Call | None:
+            try:
+                conn.execute(_INSERT_CALL, _call_row(call))
+            except sqlite3.IntegrityError:
+                return None
+            conn.execute(_INSERT_EVENT, _event_row(event))
+            return call
+
+        return self._write(work)
+
+    def get_call(self, organization_id: str, call_id: str) -> Call | None:
+        rows = self._read(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE organization_id = ? AND call_id = ?",
+            (organization_id, call_id),
+        )
+        return _call_from_row(rows[0]) if rows else None
+
+    def update_call(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        if call.version != expected_version + 1:
+            raise Conflict(call.call_id, "the new version must be the expected version + 1")
+        row = _call_row(call)
+        params = (*row[2:], call.organization_id, call.call_id, expected_version)
+        params = params[:7] + params[8:]  # created_at is never updated
+
+        def work(conn: sqlite3.Connection) -> Call:
+            if conn.execute(_UPDATE_CALL, params).rowcount != 1:
+                exists = conn.execute(
+                    "SELECT 1 FROM calls WHERE organization_id = ? AND call_id = ?",
+                    (call.organization_id, call.call_id),
+                ).fetchone()
+                raise Conflict(call.call_id) if exists else CallNotFound(call.call_id)
+            conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
+            return call
+
+        return self._write(work)
+
+    def list_calls(
+        self,
+        organization_id: str,
+        *,
+        statuses: Sequence[ExecutionStatus] = (),
+        scheduled_from: int | None = None,
+        scheduled_to: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 100,
+    ) -> list[Call]:
+        where = ["organization_id = ?"]
+        params: list[Any] = [organization_id]
+        if statuses:
+            where.append(f"execution_status IN ({', '.join('?' * len(statuses))})")
+            params.extend(s.value for s in statuses)
+        if scheduled_from is not None:
+            where.append("scheduled_timestamp >= ?")
+            params.append(scheduled_from)
+        if scheduled_to is not None:
+            where.append("scheduled_timestamp <= ?")
+            params.append(scheduled_to)
+        if after is not None:
+            where.append("(scheduled_timestamp, call_id) > (?, ?)")
+            params.extend(after)
+        params.append(limit)
+        rows = self._read(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE {' AND '.join(where)} "
+            "ORDER BY scheduled_timestamp, call_id LIMIT ?",
+            params,
+        )
+        return [_call_from_row(r) for r in rows]
+
+    def events(self, organization_id: str, call_id: str) -> list[Event]:
+        rows = self._read(
+            "SELECT call_id, organization_id, type, timestamp, event, data, source FROM events "
+            "WHERE organization_id = ? AND call_id = ? ORDER BY id",
+            (organization_id, call_id),
+        )
+        return [
+            Event(
+                call_id=r[0],
+                organization_id=r[1],
+                type=EventType(r[2]),
+                timestamp=r[3],
+                event=r[4],
+                data=json.loads(r[5]),
+                source=Source(r[6]),
+            )
+            for r in rows
+        ]
+
+    def claim_due(
+        self, *, now: int, now_ms: int, limit: int, lease_owner: str, lease_expires_at: int
+    ) -> list[Call]:
+        def work(conn: sqlite3.Connection) -> list[Call]:
+            rows = conn.execute(_CLAIM, (lease_owner, lease_expires_at, now_ms, now, limit))
+            claimed = [_call_from_row(r) for r in rows.fetchall()]
+            conn.executemany(
+                _INSERT_EVENT, [_event_row(_events.claimed(c, now_ms)) for c in claimed]
+            )
+            return claimed
+
+        return self._write(work)
+
+    def expired_leases(self, *, now_ms: int, limit: int) -> list[Call]:
+        rows = self._read(
+            f"SELECT {_CALL_COLUMNS} FROM calls WHERE execution_status = 'in_progress' "
+            "AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
+            (now_ms, limit),
+        )
+        return [_call_from_row(r) for r in rows]
+
+    def next_due_timestamp(self) -> int | None:
+        rows = self._read(
+            "SELECT MIN(scheduled_timestamp) FROM calls WHERE execution_status = 'pending'"
+        )
+        return rows[0][0] if rows else None
+
+    def save_api_key(self, key: ApiKey) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO api_keys (api_key, organization_id, secret_hash, created_at, revoked_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key.api_key, key.organization_id, key.secret_hash, key.created_at, key.revoked_at),
+            )
+
+        self._write(work)
+
+    def get_api_key(self, api_key: str) -> ApiKey | None:
+        rows = self._read(
+            "SELECT api_key, organization_id, secret_hash, created_at, revoked_at FROM api_keys "
+            "WHERE api_key = ?",
+            (api_key,),
+        )
+        return ApiKey(*rows[0]) if rows else None
+
+    def revoke_api_key(self, api_key: str, at_ms: int) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE api_key = ? AND revoked_at IS NULL",
+                (at_ms, api_key),
+            )
+            return cursor.rowcount == 1
+
+        return self._write(work)
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._cond:
+            self._writer.close()
+
+
+@hookimpl(trylast=True)
+def callschedule_store(url: str) -> Store | None:
+    """``sqlite:///calls.db`` (relative), ``sqlite:////var/lib/calls.db`` (absolute)."""
+    if url.startswith("sqlite:"):
+        return SQLiteStore.from_url(url)
+    return None
