@@ -9,7 +9,7 @@ conformance suite that checks all of this for any store.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from callschedule._model import ApiKey, Call, Event, ExecutionStatus
 
@@ -90,6 +90,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def revoke_api_key(self, api_key: str, at_ms: int) -> bool:
         """Mark the key revoked; ``False`` if there is no such key."""
+
+    def subscribe_due(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``listener(scheduled_timestamp)`` when *another process* makes a call due sooner.
+
+        Optional: a store that cannot notify across processes (SQLite, memory) keeps this
+        default, and workers fall back to a bounded poll. Returns a function that unsubscribes.
+        """
+        return lambda: None
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""
