@@ -118,9 +118,7 @@ def failed(call: Call, at_ms: int, error: str, source: Source) -> Event:
     )
 
 
-def retry_scheduled(
-    call: Call, at_ms: int, retry_at: int, error: str | None, source: Source
-) -> Event:
+def retry_scheduled(call: Call, at_ms: int, retry_at: int, error: str | None, source: Source) -> Event:
     """The attempt failed or asked for a retry; the call waits again for ``retry_at``."""
     return _event(
         call,

@@ -19,9 +19,7 @@ DAY = 86_400
 ALL_WEEKDAYS = frozenset(range(7))
 
 
-def _check_window_times(
-    instance: CallingWindow, attribute: attrs.Attribute[dt.time], _: dt.time
-) -> None:
+def _check_window_times(instance: CallingWindow, attribute: attrs.Attribute[dt.time], _: dt.time) -> None:
     if not instance.start < instance.end:
         raise InvalidInput("calling_window", "start must be earlier than end on the same day")
 
@@ -118,8 +116,7 @@ def check_horizon(requested: int, now: int, policy: SchedulingPolicy) -> None:
     if policy.max_horizon_seconds is not None and requested > now + policy.max_horizon_seconds:
         raise ScheduleRejected(
             "max_horizon",
-            f"scheduled_timestamp {requested} is more than {policy.max_horizon_seconds}s "
-            f"after now ({now})",
+            f"scheduled_timestamp {requested} is more than {policy.max_horizon_seconds}s after now ({now})",
         )
 
 

@@ -121,11 +121,7 @@ class CallScheduler:
         """
         organization_id = _validation.identifier("organization_id", organization_id)
         requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
-        call_id = (
-            f"call_{uuid.uuid4()}"
-            if call_id is None
-            else _validation.identifier("call_id", call_id)
-        )
+        call_id = f"call_{uuid.uuid4()}" if call_id is None else _validation.identifier("call_id", call_id)
         timezone = _validation.timezone("timezone", timezone)
         payload = _validation.payload("payload", payload)
         _check_json("payload", payload)
@@ -160,14 +156,8 @@ class CallScheduler:
             requested,
             wanted.scheduled_timestamp,
         )
-        if (
-            existing.payload != wanted.payload
-            or existing.timezone != wanted.timezone
-            or not same_time
-        ):
-            raise Conflict(
-                wanted.call_id, "a call with this id already exists with different fields"
-            )
+        if existing.payload != wanted.payload or existing.timezone != wanted.timezone or not same_time:
+            raise Conflict(wanted.call_id, "a call with this id already exists with different fields")
         return existing
 
     def reschedule(
@@ -192,15 +182,11 @@ class CallScheduler:
         requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
         source = Source(source)
         if expected_version is not None and expected_version != call.version:
-            raise Conflict(
-                call.call_id, f"expected version {expected_version}, found {call.version}"
-            )
+            raise Conflict(call.call_id, f"expected version {expected_version}, found {call.version}")
         now_ms = self.clock.now_ms()
         now = now_ms // 1000
         new_time = _rules.decide_reschedule(call, requested, now, self.policy)
-        self.plugin_manager.hook.callschedule_check_schedule(
-            call=call, requested_timestamp=new_time, now=now
-        )
+        self.plugin_manager.hook.callschedule_check_schedule(call=call, requested_timestamp=new_time, now=now)
         moved = attrs.evolve(
             call,
             scheduled_timestamp=new_time,
@@ -244,9 +230,7 @@ class CallScheduler:
             version=call.version + 1,
             updated_at=now_ms,
         )
-        self._commit(
-            cancelled, call.version, [_events.cancelled(cancelled, now_ms, Source(source), reason)]
-        )
+        self._commit(cancelled, call.version, [_events.cancelled(cancelled, now_ms, Source(source), reason)])
         return cancelled
 
     def get_call(self, organization_id: str, call_id: str) -> Call:

@@ -55,9 +55,7 @@ def callschedule_executor(name: str, options: dict[str, Any]) -> Any:
 
 
 @hookspec(firstresult=True)
-def callschedule_authenticate(
-    scheduler: CallScheduler, api_key: str, api_secret: str
-) -> str | None:
+def callschedule_authenticate(scheduler: CallScheduler, api_key: str, api_secret: str) -> str | None:
     """Return the organization id these credentials belong to, or ``None`` to refuse them.
 
     The built-in implementation looks the key up in the store, compares the secret's hash in

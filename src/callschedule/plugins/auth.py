@@ -31,9 +31,7 @@ def hash_secret(secret: str) -> str:
 
 
 @hookimpl(trylast=True)
-def callschedule_authenticate(
-    scheduler: CallScheduler, api_key: str, api_secret: str
-) -> str | None:
+def callschedule_authenticate(scheduler: CallScheduler, api_key: str, api_secret: str) -> str | None:
     """Look the key up in the scheduler's store; refuse unknown, revoked and wrong alike."""
     stored = scheduler.store.get_api_key(api_key) if api_key else None
     expected = stored.secret_hash if stored is not None else _DUMMY_HASH

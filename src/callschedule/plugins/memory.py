@@ -87,8 +87,7 @@ class MemoryStore(Store):
                 (
                     c
                     for c in self._calls.values()
-                    if c.execution_status is ExecutionStatus.PENDING
-                    and c.scheduled_timestamp <= now
+                    if c.execution_status is ExecutionStatus.PENDING and c.scheduled_timestamp <= now
                 ),
                 key=lambda c: (c.scheduled_timestamp, c.call_id),
             )[:limit]

@@ -13,6 +13,7 @@ URL options: ``?synchronous=full`` (default: an acknowledged change survives pow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -239,10 +240,9 @@ class SQLiteStore(Store):
         db = Database(self._writer)
 
         def apply() -> None:
-            try:
+            # Another process may record the same migration first; IF NOT EXISTS keeps it safe.
+            with contextlib.suppress(sqlite3.IntegrityError):
                 migrations.apply(db)
-            except sqlite3.IntegrityError:
-                pass  # another process recorded the same migration first; IF NOT EXISTS kept it safe
 
         self._retry_locked(apply)
 
@@ -288,6 +288,11 @@ class SQLiteStore(Store):
         return pending.result  # type: ignore[no-any-return]
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
+        """Run every change of ``batch`` in its own savepoint of one transaction, then commit.
+
+        A change that raises rolls back its savepoint alone; if the commit itself fails, every
+        change of the batch gets that error, since none of them is durable.
+        """
         conn = self._writer
         try:
             self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
@@ -300,19 +305,14 @@ class SQLiteStore(Store):
                     pending.error = exc
                 conn.execute("RELEASE change")
             conn.execute("COMMIT")
-        except BaseException as exc:
+        except Exception as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for pending in batch:
                 pending.result, pending.error = None, exc
-            raise_later = exc
-        else:
-            raise_later = None
         finally:
             for pending in batch:
                 pending.done = True
-        if raise_later is not None and not isinstance(raise_later, Exception):
-            raise raise_later
 
     # -- the Store contract -------------------------------------------------------------------
 
@@ -409,10 +409,12 @@ class SQLiteStore(Store):
     ) -> list[Call]:
         def work(conn: sqlite3.Connection) -> list[Call]:
             rows = conn.execute(_CLAIM, (lease_owner, lease_expires_at, now_ms, now, limit))
-            claimed = [_call_from_row(r) for r in rows.fetchall()]
-            conn.executemany(
-                _INSERT_EVENT, [_event_row(_events.claimed(c, now_ms)) for c in claimed]
+            # RETURNING does not keep the subquery's order; callers get earliest first.
+            claimed = sorted(
+                (_call_from_row(r) for r in rows.fetchall()),
+                key=lambda c: (c.scheduled_timestamp, c.call_id),
             )
+            conn.executemany(_INSERT_EVENT, [_event_row(_events.claimed(c, now_ms)) for c in claimed])
             return claimed
 
         return self._write(work)
@@ -426,9 +428,7 @@ class SQLiteStore(Store):
         return [_call_from_row(r) for r in rows]
 
     def next_due_timestamp(self) -> int | None:
-        rows = self._read(
-            "SELECT MIN(scheduled_timestamp) FROM calls WHERE execution_status = 'pending'"
-        )
+        rows = self._read("SELECT MIN(scheduled_timestamp) FROM calls WHERE execution_status = 'pending'")
         return rows[0][0] if rows else None
 
     def save_api_key(self, key: ApiKey) -> None:

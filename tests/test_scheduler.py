@@ -1,0 +1,259 @@
+"""The public API of CallScheduler, on every built-in store, with the clock frozen at the seed's moment."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from tests.conftest import SEED_NOW
+
+from callschedule import (
+    CallingWindow,
+    CallNotFound,
+    CallNotReschedulable,
+    CallScheduler,
+    Conflict,
+    EventType,
+    ExecutionStatus,
+    InvalidInput,
+    ScheduleRejected,
+    SchedulingPolicy,
+    StoreNotFound,
+    Unauthorized,
+    hookimpl,
+)
+from callschedule._model import Call
+
+ORG = "org-789"
+
+
+def snapshot(scheduler: CallScheduler, org: str, call_id: str) -> tuple[Any, Any]:
+    return scheduler.store.get_call(org, call_id), scheduler.store.events(org, call_id)
+
+
+def test_the_seed_example_through_the_library(scheduler: CallScheduler) -> None:
+    call = scheduler.create_call(
+        organization_id=ORG,
+        scheduled_timestamp=1748454000,
+        call_id=None,
+        timezone="America/New_York",
+        payload={"to": "+15551234567"},
+    )
+    assert call.call_id.startswith("call_")
+    result = scheduler.reschedule(organization_id=ORG, call_id=call.call_id, scheduled_timestamp=1748460000)
+    assert result.previous_scheduled_timestamp == 1748454000
+    assert result.new_scheduled_timestamp == 1748460000
+    assert result.scheduled_for_human == "2025-05-28T19:20:00Z"
+    assert result.call.scheduled_timestamp == 1748460000 and result.call.is_scheduled
+    assert [e.type for e in result.events] == [EventType.RESCHEDULED]
+    assert result.events[0].timestamp == SEED_NOW * 1000
+
+    cancelled = scheduler.cancel(organization_id=ORG, call_id=call.call_id)
+    assert cancelled.execution_status is ExecutionStatus.CANCELLED and not cancelled.is_scheduled
+    assert scheduler.get_call(organization_id=ORG, call_id=call.call_id) == cancelled
+    log = scheduler.events(organization_id=ORG, call_id=call.call_id)
+    assert [e.type for e in log] == [EventType.CREATED, EventType.RESCHEDULED, EventType.CANCELLED]
+    assert log[1].data == {
+        "previous_scheduled_timestamp": 1748454000,
+        "new_scheduled_timestamp": 1748460000,
+        "updated_at": SEED_NOW * 1000,
+        "source": "library",
+    }
+
+
+def test_every_change_raises_version_and_appends_one_event(scheduler: CallScheduler) -> None:
+    call = scheduler.create_call(ORG, SEED_NOW + 60)
+    for n in range(1, 4):
+        scheduler.reschedule(ORG, call.call_id, SEED_NOW + 60 + n)
+    stored = scheduler.get_call(ORG, call.call_id)
+    assert stored.version == 4 and stored.reschedule_count == 3
+    assert len(scheduler.events(ORG, call.call_id)) == 4
+
+
+def test_client_chosen_id_makes_create_idempotent(scheduler: CallScheduler) -> None:
+    first = scheduler.create_call(ORG, SEED_NOW + 60, call_id="call-x", payload={"to": "1"})
+    again = scheduler.create_call(ORG, SEED_NOW + 60, call_id="call-x", payload={"to": "1"})
+    assert again == first
+    assert len(scheduler.events(ORG, "call-x")) == 1
+    with pytest.raises(Conflict):
+        scheduler.create_call(ORG, SEED_NOW + 60, call_id="call-x", payload={"to": "2"})
+    assert scheduler.get_call(ORG, "call-x") == first
+
+
+def test_create_applies_the_rules(store_url: str, frozen: object) -> None:
+    policy = SchedulingPolicy(
+        min_lead_seconds=60,
+        calling_window=CallingWindow(dt.time(8), dt.time(21), mode="shift"),
+    )
+    with CallScheduler.open(store_url, policy=policy) as scheduler:
+        with pytest.raises(ScheduleRejected) as info:
+            scheduler.create_call(ORG, SEED_NOW + 30)
+        assert info.value.rule == "not_in_past"
+        # 1748487600 is 23:00 in New York: shifted to 08:00 the next morning (12:00 UTC).
+        call = scheduler.create_call(ORG, 1748487600, timezone="America/New_York")
+        assert call.scheduled_timestamp == 1748520000
+        assert scheduler.list_calls(ORG).calls == [call]
+
+
+def test_reschedule_and_cancel_refuse_calls_that_are_not_pending(scheduler: CallScheduler) -> None:
+    call = scheduler.create_call(ORG, SEED_NOW + 60)
+    scheduler.cancel(ORG, call.call_id)
+    before = snapshot(scheduler, ORG, call.call_id)
+    with pytest.raises(CallNotReschedulable, match="cancelled"):
+        scheduler.reschedule(ORG, call.call_id, SEED_NOW + 120)
+    with pytest.raises(CallNotReschedulable):
+        scheduler.cancel(ORG, call.call_id)
+    assert snapshot(scheduler, ORG, call.call_id) == before
+
+
+def test_reschedule_with_a_stale_expected_version_conflicts(scheduler: CallScheduler) -> None:
+    call = scheduler.create_call(ORG, SEED_NOW + 60)
+    scheduler.reschedule(ORG, call.call_id, SEED_NOW + 90)
+    before = snapshot(scheduler, ORG, call.call_id)
+    with pytest.raises(Conflict):
+        scheduler.reschedule(ORG, call.call_id, SEED_NOW + 120, expected_version=call.version)
+    assert snapshot(scheduler, ORG, call.call_id) == before
+
+
+def test_reschedule_cap_is_enforced(store_url: str, frozen: object) -> None:
+    with CallScheduler.open(store_url, policy=SchedulingPolicy(max_reschedules=1)) as scheduler:
+        call = scheduler.create_call(ORG, SEED_NOW + 60)
+        scheduler.reschedule(ORG, call.call_id, SEED_NOW + 61)
+        with pytest.raises(ScheduleRejected) as info:
+            scheduler.reschedule(ORG, call.call_id, SEED_NOW + 62)
+        assert info.value.rule == "max_reschedules"
+
+
+def test_list_calls_filters_and_pages(scheduler: CallScheduler) -> None:
+    ids = [scheduler.create_call(ORG, SEED_NOW + n, call_id=f"c{n}").call_id for n in range(1, 6)]
+    scheduler.create_call("org-other", SEED_NOW + 1)
+    scheduler.cancel(ORG, "c3")
+    page = scheduler.list_calls(ORG, limit=2)
+    seen = [c.call_id for c in page.calls]
+    while page.next_cursor:
+        page = scheduler.list_calls(ORG, limit=2, cursor=page.next_cursor)
+        seen += [c.call_id for c in page.calls]
+    assert seen == ids
+    assert [c.call_id for c in scheduler.list_calls(ORG, status="cancelled").calls] == ["c3"]
+    pending = scheduler.list_calls(
+        ORG, status=["pending"], scheduled_from=SEED_NOW + 2, scheduled_to=SEED_NOW + 4
+    )
+    assert [c.call_id for c in pending.calls] == ["c2", "c4"]
+
+
+def test_api_keys_authenticate_their_organization_until_revoked(scheduler: CallScheduler) -> None:
+    key, secret = scheduler.create_api_key(organization_id=ORG)
+    assert scheduler.authenticate(key, secret) == ORG
+    stored = scheduler.store.get_api_key(key)
+    assert stored is not None and secret not in stored.secret_hash
+    for wrong in [(key, secret + "x"), ("csk_unknown", secret), (key, ""), (None, None)]:
+        with pytest.raises(Unauthorized):
+            scheduler.authenticate(*wrong)
+    assert scheduler.revoke_api_key(key)
+    with pytest.raises(Unauthorized):
+        scheduler.authenticate(key, secret)
+
+
+def test_an_unknown_store_url_is_a_clear_error() -> None:
+    with pytest.raises(StoreNotFound, match="redis://x"):
+        CallScheduler.open("redis://x")
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+
+class NoCallsOnTheHour:
+    """A plugin rule and an event listener."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, EventType]] = []
+
+    @hookimpl
+    def callschedule_check_schedule(self, call: Call, requested_timestamp: int, now: int) -> None:
+        if requested_timestamp % 3600 == 0:
+            raise ScheduleRejected("not_on_the_hour", "no calls on the hour", requested_timestamp + 60)
+
+    @hookimpl
+    def callschedule_event(self, call: Call, event: Any) -> None:
+        self.seen.append((call.call_id, event.type))
+
+
+def test_plugin_rules_refuse_and_listeners_hear_every_event(store_url: str, frozen: object) -> None:
+    plugin = NoCallsOnTheHour()
+    with CallScheduler.open(store_url, plugins=[plugin]) as scheduler:
+        call = scheduler.create_call(ORG, 1748455200 + 5, call_id="c")
+        with pytest.raises(ScheduleRejected) as info:
+            scheduler.reschedule(ORG, "c", 1748455200)
+        assert info.value.rule == "not_on_the_hour" and info.value.next_allowed_timestamp == 1748455260
+        scheduler.cancel(ORG, call.call_id)
+    assert plugin.seen == [("c", EventType.CREATED), ("c", EventType.CANCELLED)]
+    with CallScheduler.open("memory://") as other:
+        other.create_call(ORG, SEED_NOW + 1)
+    assert len(plugin.seen) == 2, "plugins belong to one scheduler, not the process"
+
+
+# -- bad input: a typed error, and nothing changes ---------------------------------------------
+
+BAD_TIMESTAMPS = [True, 1748460000.0, 1748460000.5, "1748460000", None, -1, 253402300800, 10**20]
+
+
+@pytest.mark.parametrize("bad", BAD_TIMESTAMPS, ids=repr)
+def test_bad_timestamps_are_refused_everywhere(scheduler: CallScheduler, bad: Any) -> None:
+    call = scheduler.create_call(ORG, SEED_NOW + 60, call_id="c")
+    before = snapshot(scheduler, ORG, "c")
+    with pytest.raises(InvalidInput, match="scheduled_timestamp"):
+        scheduler.create_call(ORG, bad, call_id="c2")
+    with pytest.raises(InvalidInput, match="scheduled_timestamp"):
+        scheduler.reschedule(ORG, call.call_id, bad)
+    assert scheduler.store.get_call(ORG, "c2") is None
+    assert snapshot(scheduler, ORG, "c") == before
+
+
+def test_bad_arguments_are_refused_with_the_field_named(scheduler: CallScheduler) -> None:
+    scheduler.create_call(ORG, SEED_NOW + 60, call_id="c")
+    before = snapshot(scheduler, ORG, "c")
+    cases: list[tuple[str, Any]] = [
+        ("timezone", lambda: scheduler.create_call(ORG, SEED_NOW + 60, timezone="Mars/Olympus")),
+        ("timezone", lambda: scheduler.create_call(ORG, SEED_NOW + 60, timezone=5)),
+        ("payload", lambda: scheduler.create_call(ORG, SEED_NOW + 60, payload=["to"])),
+        ("payload", lambda: scheduler.create_call(ORG, SEED_NOW + 60, payload={"x": float("nan")})),
+        ("payload", lambda: scheduler.create_call(ORG, SEED_NOW + 60, payload={"x": object()})),
+        ("call_id", lambda: scheduler.create_call(ORG, SEED_NOW + 60, call_id="")),
+        ("call_id", lambda: scheduler.create_call(ORG, SEED_NOW + 60, call_id="x" * 201)),
+        ("call_id", lambda: scheduler.create_call(ORG, SEED_NOW + 60, call_id=7)),
+        ("organization_id", lambda: scheduler.create_call("", SEED_NOW + 60)),
+        ("organization_id", lambda: scheduler.reschedule(None, "c", SEED_NOW + 60)),
+        ("call_id", lambda: scheduler.get_call(ORG, 12)),
+        ("status", lambda: scheduler.list_calls(ORG, status="done")),
+        ("limit", lambda: scheduler.list_calls(ORG, limit=0)),
+        ("limit", lambda: scheduler.list_calls(ORG, limit=True)),
+        ("cursor", lambda: scheduler.list_calls(ORG, cursor="not-a-cursor")),
+        ("scheduled_from", lambda: scheduler.list_calls(ORG, scheduled_from="today")),
+        ("reason", lambda: scheduler.cancel(ORG, "c", reason=5)),
+        ("organization_id", lambda: scheduler.create_api_key(organization_id=None)),
+    ]
+    for field, action in cases:
+        with pytest.raises(InvalidInput) as info:
+            action()
+        assert info.value.field == field
+    assert snapshot(scheduler, ORG, "c") == before
+    assert [c.call_id for c in scheduler.list_calls(ORG).calls] == ["c"]
+
+
+@pytest.mark.parametrize("who", ["unknown call", "another organization's call"])
+def test_unknown_and_foreign_calls_are_not_found_everywhere(scheduler: CallScheduler, who: str) -> None:
+    scheduler.create_call("org-a", SEED_NOW + 60, call_id="theirs")
+    before = snapshot(scheduler, "org-a", "theirs")
+    org, call_id = ("org-a", "nope") if who == "unknown call" else ("org-b", "theirs")
+    for action in (
+        lambda: scheduler.get_call(org, call_id),
+        lambda: scheduler.reschedule(org, call_id, SEED_NOW + 120),
+        lambda: scheduler.cancel(org, call_id),
+        lambda: scheduler.events(org, call_id),
+    ):
+        with pytest.raises(CallNotFound) as info:
+            action()
+        assert info.value.call_id == call_id
+    assert snapshot(scheduler, "org-a", "theirs") == before
+    assert scheduler.list_calls("org-b").calls == []
