@@ -1,0 +1,757 @@
+"""The HTTP adapter: a Starlette app serving the API of ``CONTRACT.md`` over a :class:`CallScheduler`.
+
+::
+
+    from callschedule.asgi import create_app
+
+    host_app.mount("/api", create_app(scheduler))   # Starlette, FastAPI, any ASGI app
+
+The app's routes start at ``/calls``; ``/openapi.json`` describes them. Every answer, success or
+error, is the JSON envelope ``{"message", "status", "error", "data"}``. Errors of the core map to
+status codes in :data:`HTTP_STATUS`, the only place that does it.
+
+This is the only module of callschedule that imports Starlette (the ``asgi`` extra).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from callschedule import _validation
+from callschedule._converters import (
+    call_to_wire,
+    event_to_wire,
+    reschedule_to_wire,
+    structure_request,
+)
+from callschedule._model import Source
+from callschedule._scheduler import CallScheduler
+from callschedule.exceptions import (
+    CallNotFound,
+    CallNotReschedulable,
+    CallScheduleError,
+    Conflict,
+    InvalidInput,
+    ScheduleRejected,
+    Unauthorized,
+)
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "HTTP_STATUS", "PayloadTooLarge", "create_app", "openapi_document"]
+
+logger = logging.getLogger("callschedule.asgi")
+
+#: Request bodies larger than this many bytes are refused with 413 (``create_app(max_body_size=...)``).
+DEFAULT_MAX_BODY_SIZE = 64 * 1024
+
+
+class PayloadTooLarge(CallScheduleError):
+    """The request body is larger than the app accepts; nothing was read further or changed."""
+
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"Request body larger than {limit} bytes")
+
+    def details(self) -> Any:
+        return {"max_body_size": self.limit}
+
+
+#: The one mapping from the error tree to HTTP status codes. A subclass (a plugin's rule
+#: raising a ``ScheduleRejected`` subclass, say) takes its nearest listed ancestor's status;
+#: any other exception is a 500 ``internal_error`` with no internals in the body.
+HTTP_STATUS: Mapping[type[CallScheduleError], int] = {
+    InvalidInput: 400,
+    Unauthorized: 401,
+    CallNotFound: 404,
+    CallNotReschedulable: 409,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    ScheduleRejected: 422,
+}
+
+_INTERNAL_MESSAGE = "An unexpected error occurred; it was logged on the server"
+
+
+# -- request bodies -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ScheduleRequest:
+    """Body of ``PUT /calls/{callId}/schedule``."""
+
+    scheduled_timestamp: int
+
+
+@attrs.frozen
+class CreateCallRequest:
+    """Body of ``POST /calls``."""
+
+    scheduled_timestamp: int
+    call_id: str | None = None
+    timezone: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class CancelRequest:
+    """Body of ``POST /calls/{callId}/cancel`` (the body itself is optional)."""
+
+    reason: str | None = None
+
+
+# -- the envelope and the error mapping -----------------------------------------------------------
+
+
+def _envelope(status_code: int, message: str, data: Any) -> Response:
+    return JSONResponse(
+        {"message": message, "status": "success", "error": None, "data": data},
+        status_code=status_code,
+    )
+
+
+def _error(status_code: int, code: str, message: str, details: Any = None) -> Response:
+    return JSONResponse(
+        {
+            "message": message,
+            "status": "error",
+            "error": {"code": code, "details": details},
+            "data": None,
+        },
+        status_code=status_code,
+    )
+
+
+def _status_of(exc: CallScheduleError) -> int | None:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return None
+
+
+def error_response(exc: BaseException) -> Response:
+    """The envelope and status code for ``exc``; unexpected errors are logged and answered 500."""
+    if isinstance(exc, CallScheduleError):
+        status_code = _status_of(exc)
+        if status_code is not None:
+            return _error(status_code, exc.code, str(exc), exc.details())
+    logger.error("Unexpected error while serving a request", exc_info=exc)
+    return _error(500, "internal_error", _INTERNAL_MESSAGE)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _answers_errors(endpoint: Endpoint) -> Endpoint:
+    """Turn whatever ``endpoint`` raises into the error envelope (see :data:`HTTP_STATUS`)."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as exc:
+            return error_response(exc)
+
+    return wrapper
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Router errors (no such route, method not allowed) in the envelope too."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    response = _error(exc.status_code, code, str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+# -- reading requests -----------------------------------------------------------------------------
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(body: bytes, *, optional: bool = False) -> Any:
+    """The decoded JSON body; :class:`InvalidInput` on ``$`` if it is not JSON."""
+    if optional and not body.strip():
+        return {}
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise InvalidInput("$", "the body is not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput("$", f"the body is not valid JSON ({exc})") from None
+
+
+def _query_int(query: Mapping[str, str], name: str) -> int | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
+        raise InvalidInput(name, f"expected a non-negative integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+_LIST_PARAMETERS = frozenset({"status", "scheduled_from", "scheduled_to", "cursor", "limit"})
+
+
+# -- the app --------------------------------------------------------------------------------------
+
+
+def create_app(
+    scheduler: CallScheduler,
+    *,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    debug: bool = False,
+) -> Starlette:
+    """A Starlette app serving the callschedule API over ``scheduler``; mount it anywhere.
+
+    Routes (relative to where it is mounted; the standalone server mounts it at ``/api``):
+    ``POST /calls``, ``GET /calls``, ``GET /calls/{callId}``, ``PUT /calls/{callId}/schedule``,
+    ``POST /calls/{callId}/cancel``, ``GET /calls/{callId}/events`` and ``GET /openapi.json``.
+
+    :param scheduler: the scheduler whose calls the API serves; its authentication hook checks
+        the ``X-API-KEY``/``X-API-SECRET`` headers of every call route.
+    :param max_body_size: the largest request body accepted, in bytes; larger ones get 413.
+    :param debug: Starlette's debug mode (tracebacks for router errors only; API errors never
+        show internals).
+    """
+    _validation.positive_int("max_body_size", max_body_size, maximum=2**31)
+
+    def organization(request: Request) -> str:
+        return scheduler.authenticate(request.headers.get("x-api-key"), request.headers.get("x-api-secret"))
+
+    @_answers_errors
+    async def schedule(request: Request) -> Response:
+        body = await _read_body(request, max_body_size)
+        call_id: str = request.path_params["call_id"]
+
+        def work() -> dict[str, Any]:
+            org = organization(request)
+            wanted = structure_request(_parse_json(body), ScheduleRequest)
+            result = scheduler.reschedule(org, call_id, wanted.scheduled_timestamp, source=Source.API)
+            return reschedule_to_wire(result)
+
+        data = await run_in_threadpool(work)
+        return _envelope(200, "Scheduled call time updated successfully", data)
+
+    @_answers_errors
+    async def create_call(request: Request) -> Response:
+        body = await _read_body(request, max_body_size)
+
+        def work() -> dict[str, Any]:
+            org = organization(request)
+            wanted = structure_request(_parse_json(body), CreateCallRequest)
+            call = scheduler.create_call(
+                org,
+                wanted.scheduled_timestamp,
+                call_id=wanted.call_id,
+                timezone=wanted.timezone,
+                payload=wanted.payload,
+                source=Source.API,
+            )
+            return {"call": call_to_wire(call, scheduler.events(org, call.call_id))}
+
+        data = await run_in_threadpool(work)
+        return _envelope(201, "Call scheduled successfully", data)
+
+    @_answers_errors
+    async def list_calls(request: Request) -> Response:
+        query = request.query_params
+        for name in query:
+            if name not in _LIST_PARAMETERS:
+                raise InvalidInput(name, "unknown query parameter")
+        statuses = [s for value in query.getlist("status") for s in value.split(",") if s]
+        scheduled_from = _query_int(query, "scheduled_from")
+        scheduled_to = _query_int(query, "scheduled_to")
+        limit = _query_int(query, "limit")
+        cursor = query.get("cursor")
+
+        def work() -> dict[str, Any]:
+            org = organization(request)
+            page = scheduler.list_calls(
+                org,
+                statuses or None,
+                scheduled_from=scheduled_from,
+                scheduled_to=scheduled_to,
+                cursor=cursor,
+                limit=100 if limit is None else limit,
+            )
+            calls = []
+            for call in page.calls:
+                wire = call_to_wire(call, [])
+                del wire["events"]  # a listing shows calls; each call's log is one request away
+                calls.append(wire)
+            return {"calls": calls, "next_cursor": page.next_cursor}
+
+        data = await run_in_threadpool(work)
+        return _envelope(200, "Calls listed successfully", data)
+
+    @_answers_errors
+    async def get_call(request: Request) -> Response:
+        call_id: str = request.path_params["call_id"]
+
+        def work() -> dict[str, Any]:
+            org = organization(request)
+            call = scheduler.get_call(org, call_id)
+            return {"call": call_to_wire(call, scheduler.events(org, call_id))}
+
+        data = await run_in_threadpool(work)
+        return _envelope(200, "Call retrieved successfully", data)
+
+    @_answers_errors
+    async def cancel(request: Request) -> Response:
+        body = await _read_body(request, max_body_size)
+        call_id: str = request.path_params["call_id"]
+
+        def work() -> dict[str, Any]:
+            org = organization(request)
+            wanted = structure_request(_parse_json(body, optional=True), CancelRequest)
+            call = scheduler.cancel(org, call_id, reason=wanted.reason, source=Source.API)
+            return {"call": call_to_wire(call, scheduler.events(org, call_id))}
+
+        data = await run_in_threadpool(work)
+        return _envelope(200, "Call cancelled successfully", data)
+
+    @_answers_errors
+    async def events(request: Request) -> Response:
+        call_id: str = request.path_params["call_id"]
+
+        def work() -> dict[str, Any]:
+            org = organization(request)
+            log = scheduler.events(org, call_id)
+            return {"call_id": call_id, "events": [event_to_wire(e) for e in log]}
+
+        data = await run_in_threadpool(work)
+        return _envelope(200, "Call events retrieved successfully", data)
+
+    async def openapi(request: Request) -> Response:
+        root_path = request.scope.get("root_path", "") or "/"
+        return JSONResponse(openapi_document(server_url=root_path))
+
+    routes = [
+        Route("/calls", create_call, methods=["POST"]),
+        Route("/calls", list_calls, methods=["GET"]),
+        Route("/calls/{call_id}", get_call, methods=["GET"]),
+        Route("/calls/{call_id}/schedule", schedule, methods=["PUT"]),
+        Route("/calls/{call_id}/cancel", cancel, methods=["POST"]),
+        Route("/calls/{call_id}/events", events, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    app = Starlette(debug=debug, routes=routes, exception_handlers={HTTPException: _http_exception})
+    app.state.scheduler = scheduler
+    return app
+
+
+# -- the OpenAPI document -------------------------------------------------------------------------
+
+_ERROR_CODES = [
+    "invalid_request",
+    "unauthorized",
+    "call_not_found",
+    "call_not_reschedulable",
+    "conflict",
+    "payload_too_large",
+    "schedule_rejected",
+    "internal_error",
+    "not_found",
+    "method_not_allowed",
+]
+
+_STATUSES = ["pending", "in_progress", "completed", "failed", "cancelled"]
+
+_TIMESTAMP_S = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": _validation.MAX_TIMESTAMP,
+    "description": "Unix seconds",
+}
+_TIMESTAMP_MS = {"type": "integer", "description": "Unix milliseconds"}
+_ANY: dict[str, Any] = {}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+def _success(data_schema: dict[str, Any], message: str) -> dict[str, Any]:
+    return _object(
+        {
+            "message": {"type": "string", "example": message},
+            "status": {"type": "string", "enum": ["success"]},
+            "error": {"nullable": True, "enum": [None]},
+            "data": data_schema,
+        }
+    )
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _object(
+        {
+            "message": {"type": "string", "description": "What went wrong, for a person to act on"},
+            "status": {"type": "string", "enum": ["error"]},
+            "error": _object(
+                {
+                    "code": {"type": "string", "enum": _ERROR_CODES},
+                    "details": {
+                        **_ANY,
+                        "nullable": True,
+                        "description": "Machine-readable details: the field and its problem "
+                        "(invalid_request), the call's status (call_not_reschedulable), the rule "
+                        "and the next allowed time (schedule_rejected), ...",
+                    },
+                }
+            ),
+            "data": {"nullable": True, "enum": [None]},
+        }
+    ),
+    "Event": _object(
+        {
+            "timestamp": _TIMESTAMP_MS,
+            "event": {"type": "string"},
+            "data": {"type": "object", "additionalProperties": True},
+        }
+    ),
+    "Metadata": _object(
+        {
+            "is_scheduled": {"type": "boolean"},
+            "scheduled_timestamp": _TIMESTAMP_S,
+            "execution_status": {"type": "string", "enum": _STATUSES},
+        }
+    ),
+    "ScheduledCall": _object(
+        {
+            "call_id": {"type": "string"},
+            "metadata": _ref("Metadata"),
+            "events": {"type": "array", "items": _ref("Event")},
+        }
+    ),
+    "CallSummary": _object(
+        {
+            "call_id": {"type": "string"},
+            "organization_id": {"type": "string"},
+            "metadata": _ref("Metadata"),
+            "timezone": {"type": "string", "nullable": True},
+            "payload": {"type": "object", "additionalProperties": True},
+            "attempts": {"type": "integer"},
+            "reschedule_count": {"type": "integer"},
+            "version": {"type": "integer"},
+            "created_at": _TIMESTAMP_MS,
+            "updated_at": _TIMESTAMP_MS,
+            "outcome": {**_ANY, "nullable": True},
+        }
+    ),
+    "ScheduleRequest": _object({"scheduled_timestamp": _TIMESTAMP_S}),
+    "CreateCallRequest": _object(
+        {
+            "scheduled_timestamp": _TIMESTAMP_S,
+            "call_id": {
+                "type": "string",
+                "nullable": True,
+                "description": "Your own id for the call (1-200 printable characters); repeating "
+                "an identical create with it returns the same call",
+            },
+            "timezone": {
+                "type": "string",
+                "nullable": True,
+                "description": "IANA time zone of the callee, for calling windows",
+                "example": "America/New_York",
+            },
+            "payload": {
+                "type": "object",
+                "nullable": True,
+                "additionalProperties": True,
+                "description": "Opaque JSON object handed to the executor",
+            },
+        },
+        required=["scheduled_timestamp"],
+    ),
+    "CancelRequest": _object({"reason": {"type": "string", "nullable": True}}, required=[]),
+}
+_SCHEMAS["Call"] = {
+    **_SCHEMAS["CallSummary"],
+    "properties": {
+        **_SCHEMAS["CallSummary"]["properties"],
+        "events": {"type": "array", "items": _ref("Event")},
+    },
+    "required": [*_SCHEMAS["CallSummary"]["required"], "events"],
+}
+_SCHEMAS["ScheduleUpdate"] = _object(
+    {
+        "operation": {"type": "string", "enum": ["schedule_update"]},
+        "organization_id": {"type": "string"},
+        "call_id": {"type": "string"},
+        "previous_scheduled_timestamp": _TIMESTAMP_S,
+        "new_scheduled_timestamp": _TIMESTAMP_S,
+        "scheduled_for_human": {
+            "type": "string",
+            "description": "RFC 3339 UTC of the new time",
+            "example": "2025-05-28T19:20:00Z",
+        },
+        "call": _ref("ScheduledCall"),
+    }
+)
+
+_ERROR_TEXT = {
+    400: "invalid_request: the body is not JSON, not an object, a field is missing, has the wrong "
+    "type (a bool, a string, a fraction or null where an integer is expected) or is unknown; "
+    "`error.details.field` names it",
+    401: "unauthorized: X-API-KEY/X-API-SECRET missing, unknown, revoked or wrong",
+    404: "call_not_found: no such call in the caller's organization",
+    409: "call_not_reschedulable (the call is not pending; `details.execution_status` names its "
+    "status) or conflict (the call changed under the request, e.g. a worker claimed it first)",
+    413: "payload_too_large: the body is over the size limit",
+    422: "schedule_rejected: a scheduling rule refuses the time; `details.rule` names it and "
+    "`details.next_allowed_timestamp` gives the next allowed time where one exists",
+    500: "internal_error: anything unexpected; no internals in the body",
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {
+        str(code): {
+            "description": _ERROR_TEXT[code],
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+        for code in (*codes, 500)
+    }
+
+
+def _json_body(schema: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _ok(description: str, data_schema: dict[str, Any], message: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _success(data_schema, message)}},
+    }
+
+
+_CALL_ID = {
+    "name": "call_id",
+    "in": "path",
+    "required": True,
+    "description": "The call's id",
+    "schema": {"type": "string", "minLength": 1, "maxLength": _validation.MAX_ID_LENGTH},
+}
+
+
+def _call_data() -> dict[str, Any]:
+    return _object({"call": _ref("Call")})
+
+
+def openapi_document(server_url: str = "/api") -> dict[str, Any]:
+    """The OpenAPI 3 document of the API, with its paths relative to ``server_url``."""
+    security: list[dict[str, list[str]]] = [{"ApiKey": [], "ApiSecret": []}]
+    paths: dict[str, Any] = {
+        "/calls": {
+            "post": {
+                "operationId": "createCall",
+                "summary": "Schedule a new call",
+                "security": security,
+                "requestBody": _json_body("CreateCallRequest"),
+                "responses": {
+                    "201": _ok(
+                        "The call, with its creation event", _call_data(), "Call scheduled successfully"
+                    ),
+                    **_errors(400, 401, 409, 413, 422),
+                },
+            },
+            "get": {
+                "operationId": "listCalls",
+                "summary": "The organization's calls by scheduled time, a page at a time",
+                "security": security,
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only calls with this status (repeat or comma-separate for several)",
+                        "schema": {"type": "string", "enum": _STATUSES},
+                    },
+                    {
+                        "name": "scheduled_from",
+                        "in": "query",
+                        "required": False,
+                        "description": "Earliest scheduled_timestamp, inclusive",
+                        "schema": _TIMESTAMP_S,
+                    },
+                    {
+                        "name": "scheduled_to",
+                        "in": "query",
+                        "required": False,
+                        "description": "Latest scheduled_timestamp, inclusive",
+                        "schema": _TIMESTAMP_S,
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "next_cursor of the previous page",
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "Calls per page (default 100)",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {
+                    "200": _ok(
+                        "One page of calls; pass next_cursor back for the next",
+                        _object(
+                            {
+                                "calls": {"type": "array", "items": _ref("CallSummary")},
+                                "next_cursor": {"type": "string", "nullable": True},
+                            }
+                        ),
+                        "Calls listed successfully",
+                    ),
+                    **_errors(400, 401),
+                },
+            },
+        },
+        "/calls/{call_id}": {
+            "get": {
+                "operationId": "getCall",
+                "summary": "The call with its full event log",
+                "security": security,
+                "parameters": [_CALL_ID],
+                "responses": {
+                    "200": _ok("The call", _call_data(), "Call retrieved successfully"),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/calls/{call_id}/schedule": {
+            "put": {
+                "operationId": "scheduleCall",
+                "summary": "Move a pending call to a new time",
+                "description": "The change and its event are written in one transaction: both or neither.",
+                "security": security,
+                "parameters": [_CALL_ID],
+                "requestBody": _json_body("ScheduleRequest"),
+                "responses": {
+                    "200": _ok(
+                        "The new time, and the event this request appended",
+                        _ref("ScheduleUpdate"),
+                        "Scheduled call time updated successfully",
+                    ),
+                    **_errors(400, 401, 404, 409, 413, 422),
+                },
+            }
+        },
+        "/calls/{call_id}/cancel": {
+            "post": {
+                "operationId": "cancelCall",
+                "summary": "Cancel a pending call; it will never run",
+                "security": security,
+                "parameters": [_CALL_ID],
+                "requestBody": _json_body("CancelRequest", required=False),
+                "responses": {
+                    "200": _ok("The cancelled call", _call_data(), "Call cancelled successfully"),
+                    **_errors(400, 401, 404, 409, 413),
+                },
+            }
+        },
+        "/calls/{call_id}/events": {
+            "get": {
+                "operationId": "callEvents",
+                "summary": "The call's full event log, oldest first",
+                "security": security,
+                "parameters": [_CALL_ID],
+                "responses": {
+                    "200": _ok(
+                        "The events",
+                        _object(
+                            {
+                                "call_id": {"type": "string"},
+                                "events": {"type": "array", "items": _ref("Event")},
+                            }
+                        ),
+                        "Call events retrieved successfully",
+                    ),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "callschedule",
+            "version": _version(),
+            "description": "Schedule, move, cancel and inspect outbound calls. Every answer is the "
+            "envelope {message, status, error, data}.",
+        },
+        "servers": [{"url": server_url}],
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-KEY"},
+                "ApiSecret": {"type": "apiKey", "in": "header", "name": "X-API-SECRET"},
+            },
+        },
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("callschedule")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
