@@ -38,7 +38,7 @@ T = TypeVar("T")
 migrations = Migrations("callschedule")
 
 #: The schema version a database is at after opening: the number of applied migrations.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @migrations(name="0001_initial")
@@ -86,6 +86,15 @@ def _m0001_initial(db: Database) -> None:
             revoked_at INTEGER
         );
         """
+    )
+
+
+@migrations(name="0002_calls_by_org_status")
+def _m0002_calls_by_org_status(db: Database) -> None:
+    # list_calls(status=...) for one organization without scanning its other calls
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS calls_by_org_status "
+        "ON calls (organization_id, execution_status, scheduled_timestamp, call_id)"
     )
 
 
@@ -204,10 +213,13 @@ class SQLiteStore(Store):
         if not path or path == ":memory:":
             raise InvalidInput("url", f"{url!r} names no file (expected sqlite:///calls.db)")
         options = dict(urllib.parse.parse_qsl(parsed.query))
+        busy_timeout = options.get("busy_timeout", "30000")
+        if not busy_timeout.isdigit():
+            raise InvalidInput("busy_timeout", f"expected milliseconds, got {busy_timeout!r}")
         return cls(
             path=path,
             synchronous=options.get("synchronous", "full").lower(),
-            busy_timeout_ms=int(options.get("busy_timeout", 30_000)),
+            busy_timeout_ms=int(busy_timeout),
         )
 
     def _connect(self) -> sqlite3.Connection:

@@ -1,0 +1,69 @@
+"""What the SQLite store does beyond the conformance suite: files, URLs, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlite_utils import Database
+
+from callschedule import InvalidInput
+from callschedule.plugins.sqlite import SCHEMA_VERSION, SQLiteStore, migrations
+from callschedule.testing import created_event, make_call
+
+
+def test_opening_an_older_database_migrates_it_and_keeps_its_calls(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = Database(str(path))
+    names = [m.name for m in migrations.pending(db)]
+    migrations.apply(db, stop_before=names[-1])
+    assert len(migrations.applied(db)) == len(names) - 1
+    call = make_call()
+    db.execute(
+        "INSERT INTO calls VALUES (?, ?, ?, 'pending', ?, '{}', 0, 0, 1, ?, ?, NULL, NULL, NULL)",
+        [
+            call.organization_id,
+            call.call_id,
+            call.scheduled_timestamp,
+            call.timezone,
+            call.created_at,
+            call.updated_at,
+        ],
+    )
+    db.conn.commit()
+    db.conn.close()
+
+    store = SQLiteStore(str(path))
+    assert store.schema_version() == SCHEMA_VERSION
+    stored = store.get_call(call.organization_id, call.call_id)
+    assert stored is not None and stored.scheduled_timestamp == call.scheduled_timestamp
+    store.close()
+
+
+def test_wal_and_full_synchronous_by_default(tmp_path: Path) -> None:
+    store = SQLiteStore.from_url(f"sqlite:///{tmp_path / 'calls.db'}")
+    store.insert_call(make_call(), created_event(make_call()))
+    conn = sqlite3.connect(tmp_path / "calls.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    assert store.synchronous == "full"
+    store.close()
+
+
+def test_url_options_and_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore.from_url("sqlite:///data/calls.db?synchronous=normal&busy_timeout=500")
+    assert (tmp_path / "data" / "calls.db").exists()
+    assert (store.synchronous, store.busy_timeout_ms) == ("normal", 500)
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///:memory:", "sqlite:///x.db?synchronous=off", "sqlite:///x.db?busy_timeout=soon"],
+)
+def test_bad_urls_are_refused(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidInput):
+        SQLiteStore.from_url(url)
