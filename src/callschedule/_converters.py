@@ -154,6 +154,10 @@ def structure_request(body: Any, cls: type[T]) -> T:
     try:
         return converter.structure(body, cls)
     except cattrs.BaseValidationError as exc:
+        for error in exc.exceptions:
+            if isinstance(error, cattrs.ForbiddenExtraKeysError):
+                unknown = sorted(error.extra_fields)
+                raise InvalidInput(f"$.{unknown[0]}", f"unknown field(s): {', '.join(unknown)}") from None
         messages = cattrs.transform_error(exc)
         path = messages[0].rpartition(" @ ")[2] or "$"
         raise InvalidInput(path, "; ".join(messages)) from None
