@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from callschedule import _validation
 from callschedule._converters import (
@@ -48,7 +48,14 @@ from callschedule.exceptions import (
     Unauthorized,
 )
 
-__all__ = ["DEFAULT_MAX_BODY_SIZE", "HTTP_STATUS", "PayloadTooLarge", "create_app", "openapi_document"]
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "HTTP_STATUS",
+    "PayloadTooLarge",
+    "create_app",
+    "openapi_document",
+    "standalone_app",
+]
 
 logger = logging.getLogger("callschedule.asgi")
 
@@ -368,6 +375,17 @@ def create_app(
     app = Starlette(debug=debug, routes=routes, exception_handlers={HTTPException: _http_exception})
     app.state.scheduler = scheduler
     return app
+
+
+def standalone_app(scheduler: CallScheduler, *, prefix: str = "/api", **options: Any) -> Starlette:
+    """The app ``callschedule serve`` runs: :func:`create_app` mounted at ``prefix``.
+
+    :param options: passed to :func:`create_app` (``max_body_size``, ``debug``).
+    """
+    return Starlette(
+        routes=[Mount(prefix, create_app(scheduler, **options))],
+        exception_handlers={HTTPException: _http_exception},
+    )
 
 
 # -- the OpenAPI document -------------------------------------------------------------------------

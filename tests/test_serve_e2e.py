@@ -1,0 +1,135 @@
+"""``callschedule serve`` as a real process: a key made with the CLI, the endpoint driven over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import callschedule
+
+pytestmark = pytest.mark.slow
+
+STARTUP_DEADLINE_S = 30.0
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCHEDULE_")}
+    env["PYTHONPATH"] = str(Path(callschedule.__file__).parents[1])
+    return env
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "callschedule", *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """``callschedule serve`` with no --db (a SQLite file in its current folder) on a free port."""
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callschedule", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "serve did not answer in time"
+            time.sleep(0.1)
+        yield base, process, tmp_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_serve_answers_the_documented_endpoint_with_a_key_from_the_cli(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, _, folder = server
+    key = json.loads(_cli(folder, "keys", "create", "--org", "org-789", "--json").stdout)
+    headers = {"X-API-KEY": key["api_key"], "X-API-SECRET": key["api_secret"]}
+    soon = int(time.time()) + 3600
+
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        created = client.post("/calls", json={"scheduled_timestamp": soon, "payload": {"to": "+1555"}})
+        call_id = created.json()["data"]["call"]["call_id"]
+        moved = client.put(
+            f"/calls/{call_id}/schedule",
+            headers={"Content-Type": "application/json"},
+            content=b'{"scheduled_timestamp": 1893456000}',
+        )
+        log = client.get(f"/calls/{call_id}/events")
+        anonymous = httpx.put(f"{base}/calls/{call_id}/schedule", json={"scheduled_timestamp": 1893456000})
+
+    assert created.status_code == 201
+    assert moved.status_code == 200
+    assert moved.json()["data"] == {
+        "operation": "schedule_update",
+        "organization_id": "org-789",
+        "call_id": call_id,
+        "previous_scheduled_timestamp": soon,
+        "new_scheduled_timestamp": 1893456000,
+        "scheduled_for_human": "2030-01-01T00:00:00Z",
+        "call": {
+            "call_id": call_id,
+            "metadata": {
+                "is_scheduled": True,
+                "scheduled_timestamp": 1893456000,
+                "execution_status": "pending",
+            },
+            "events": moved.json()["data"]["call"]["events"],
+        },
+    }
+    assert [e["event"] for e in log.json()["data"]["events"]] == [
+        "Call scheduled via api",
+        "Scheduled call time updated via dedicated endpoint",
+    ]
+    assert anonymous.status_code == 401
+    # The CLI, another process, reads the same SQLite file in the server's folder.
+    assert (folder / "callschedule.db").exists()
+    shown = json.loads(_cli(folder, "show", call_id, "--org", "org-789", "--json").stdout)
+    assert shown["call"]["metadata"]["scheduled_timestamp"] == 1893456000
+
+
+def test_serve_stops_cleanly_on_sigterm(server: tuple[str, subprocess.Popen[bytes], Path]) -> None:
+    _, process, folder = server
+
+    process.send_signal(signal.SIGTERM)
+
+    assert process.wait(timeout=30) == 0, (folder / "serve.log").read_text()
