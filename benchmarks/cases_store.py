@@ -1,0 +1,211 @@
+"""B1 (create), B2 (reschedule one by one), B2c (reschedule from 32 threads) and their references.
+
+Each function runs in a fresh child process on a new SQLite file in ``workdir`` and returns its
+figures; setup (schema, bulk-loaded calls or jobs) is outside the timed part.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import AHEAD, ORG, PAYLOAD, Timer, bulk_load_calls, sqlite_url
+
+
+def _open(path: Path, synchronous: str) -> Any:
+    from callschedule import CallScheduler
+
+    return CallScheduler.open(sqlite_url(path, synchronous), load_entry_points=False)
+
+
+# -- B1: create ------------------------------------------------------------------------------
+
+
+def b1_lib(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
+    """``create_call`` ``n`` times, one after the other."""
+    path = workdir / "b1-lib.db"
+    due = int(time.time()) + AHEAD
+    with _open(path, synchronous) as scheduler:
+        create = scheduler.create_call
+        with Timer() as t:
+            for i in range(n):
+                create(organization_id=ORG, scheduled_timestamp=due + i % 3600, payload=PAYLOAD)
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
+
+
+def _raw_connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    return conn
+
+
+def b1_raw(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
+    """The raw limit: insert the call row and its event row, one commit per call, plain sqlite3.
+
+    Same tables and indexes as the library (the schema comes from opening the store once); the
+    row values are prepared outside the loop, so the loop holds nothing but the SQL.
+    """
+    import json
+
+    path = workdir / "b1-raw.db"
+    bulk_load_calls(path, 0, first_due=0)  # the schema only
+    due = int(time.time()) + AHEAD
+    now_ms = int(time.time() * 1000)
+    payload = json.dumps(PAYLOAD)
+    call_rows = [
+        (ORG, f"r{i:07d}", due + i % 3600, "pending", None, payload, 0, 0, 1, now_ms, now_ms, None, None, None)
+        for i in range(n)
+    ]
+    event_data = json.dumps({"scheduled_timestamp": due, "created_at": now_ms, "source": "library"})
+    event_rows = [
+        (ORG, f"r{i:07d}", "created", now_ms, "Call scheduled via library", event_data, "library")
+        for i in range(n)
+    ]
+    from callschedule.plugins.sqlite import _INSERT_CALL, _INSERT_EVENT
+
+    conn = _raw_connect(path, synchronous)
+    execute = conn.execute
+    with Timer() as t:
+        for call_row, event_row in zip(call_rows, event_rows, strict=True):
+            execute("BEGIN IMMEDIATE")
+            execute(_INSERT_CALL, call_row)
+            execute(_INSERT_EVENT, event_row)
+            execute("COMMIT")
+    conn.close()
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
+
+
+def b1_aps(workdir: Path, n: int) -> dict[str, Any]:
+    """APScheduler: ``add_job`` (a date trigger) ``n`` times on a started, paused scheduler."""
+    import _aps
+
+    sched = _aps.scheduler(workdir / "b1-aps.db")
+    sched.start(paused=True)
+    base = time.time() + AHEAD
+    add = sched.add_job
+    with Timer() as t:
+        for i in range(n):
+            add(_aps.noop, "date", run_date=_aps.when(base + i % 3600), id=f"j{i:07d}")
+    sched.shutdown(wait=False)
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
+
+
+# -- B2: reschedule one by one ---------------------------------------------------------------
+
+
+def b2_lib(workdir: Path, n: int, synchronous: str = "full", stored: int = 0) -> dict[str, Any]:
+    """``reschedule`` each of ``n`` stored calls once, one after the other.
+
+    With ``stored`` > ``n``, the table holds that many calls and ``n`` of them, spread over the
+    table, are moved (B5).
+    """
+    path = workdir / "b2-lib.db"
+    due = int(time.time()) + AHEAD
+    ids = bulk_load_calls(path, max(n, stored), first_due=due, spread=3600)
+    step = max(1, len(ids) // n)
+    targets = ids[::step][:n]
+    with _open(path, synchronous) as scheduler:
+        reschedule = scheduler.reschedule
+        with Timer() as t:
+            for i, call_id in enumerate(targets):
+                reschedule(organization_id=ORG, call_id=call_id, scheduled_timestamp=due + 7200 + i % 3600)
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds, "stored": len(ids)}
+
+
+def b2_raw(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
+    """The raw limit: a conditional UPDATE of the call and an INSERT of its event, one commit each."""
+    import json
+
+    path = workdir / "b2-raw.db"
+    due = int(time.time()) + AHEAD
+    ids = bulk_load_calls(path, n, first_due=due, spread=3600)
+    now_ms = int(time.time() * 1000)
+    update = (
+        "UPDATE calls SET scheduled_timestamp = ?, reschedule_count = reschedule_count + 1, "
+        "version = version + 1, updated_at = ? "
+        "WHERE organization_id = ? AND call_id = ? AND execution_status = 'pending'"
+    )
+    from callschedule.plugins.sqlite import _INSERT_EVENT
+
+    work = []
+    for i, call_id in enumerate(ids):
+        new = due + 7200 + i % 3600
+        data = json.dumps({"previous_scheduled_timestamp": due, "new_scheduled_timestamp": new})
+        work.append(
+            (
+                (new, now_ms, ORG, call_id),
+                (ORG, call_id, "rescheduled", now_ms, "Scheduled call time updated via library", data, "library"),
+            )
+        )
+    conn = _raw_connect(path, synchronous)
+    execute = conn.execute
+    with Timer() as t:
+        for update_params, event_row in work:
+            execute("BEGIN IMMEDIATE")
+            execute(update, update_params)
+            execute(_INSERT_EVENT, event_row)
+            execute("COMMIT")
+    conn.close()
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
+
+
+def b2_aps(workdir: Path, n: int) -> dict[str, Any]:
+    """APScheduler: ``reschedule_job`` (a new date trigger) for each of ``n`` stored jobs."""
+    import _aps
+
+    sched = _aps.scheduler(workdir / "b2-aps.db")
+    sched.start(paused=True)
+    base = time.time() + AHEAD
+    ids = _aps.bulk_add(sched, n, first_due=base, spread=3600)
+    reschedule = sched.reschedule_job
+    with Timer() as t:
+        for i, job_id in enumerate(ids):
+            reschedule(job_id, trigger="date", run_date=_aps.when(base + 7200 + i % 3600))
+    sched.shutdown(wait=False)
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
+
+
+# -- B2c: reschedule from concurrent callers -------------------------------------------------
+
+
+def b2c_lib(workdir: Path, n: int, threads: int = 32, synchronous: str = "full") -> dict[str, Any]:
+    """``threads`` threads share one scheduler and each reschedules its slice of ``n`` calls.
+
+    Every ``reschedule`` returns only once its change is committed at the store's durability:
+    concurrent changes share commits (group commit), they do not skip them.
+    """
+    path = workdir / "b2c-lib.db"
+    due = int(time.time()) + AHEAD
+    ids = bulk_load_calls(path, n, first_due=due, spread=3600)
+    slices = [ids[k::threads] for k in range(threads)]
+    start = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+    with _open(path, synchronous) as scheduler:
+
+        def caller(mine: list[str]) -> None:
+            start.wait()
+            try:
+                for i, call_id in enumerate(mine):
+                    scheduler.reschedule(
+                        organization_id=ORG, call_id=call_id, scheduled_timestamp=due + 7200 + i % 3600
+                    )
+            except BaseException as exc:  # reported, not hidden
+                errors.append(exc)
+
+        workers = [threading.Thread(target=caller, args=(s,)) for s in slices]
+        for w in workers:
+            w.start()
+        with Timer() as t:
+            start.wait()
+            for w in workers:
+                w.join()
+        if errors:
+            raise errors[0]
+        moved = scheduler.store._read(  # check: every change and its event are there
+            "SELECT COUNT(*) FROM events WHERE type = 'rescheduled'"
+        )[0][0]
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds, "events": moved}
