@@ -1,8 +1,9 @@
-"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``."""
+"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``, ``nox -s bench``."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
 
@@ -33,3 +34,14 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install("-e", ".[test]", "mypy")
     session.run("mypy")
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmarks; prints the table and writes docs/performance.md.
+
+    ``nox -s bench -- --quick`` for small N; other arguments go to ``benchmarks/run.py``
+    (``--only B1,B2``, ``--reps 5``, ``--no-write``). Runs on the current interpreter, with its
+    installed packages, so a fresh clone needs only ``pip install -e '.[bench]'`` once.
+    """
+    session.run(sys.executable, "benchmarks/run.py", *session.posargs)

@@ -49,7 +49,9 @@ def when(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc)
 
 
-def bulk_add(sched: Any, count: int, *, first_due: float, spread: float = 0.0, func: Any = record) -> list[str]:
+def bulk_add(
+    sched: Any, count: int, *, first_due: float, spread: float = 0.0, func: Any = record
+) -> list[str]:
     """Put ``count`` date-triggered jobs into the started scheduler's job store in one transaction.
 
     A setup shortcut, not a measure: one job goes through ``add_job``, the others are copies of its

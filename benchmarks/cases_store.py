@@ -57,7 +57,22 @@ def b1_raw(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     payload = json.dumps(PAYLOAD)
     call_rows = [
-        (ORG, f"r{i:07d}", due + i % 3600, "pending", None, payload, 0, 0, 1, now_ms, now_ms, None, None, None)
+        (
+            ORG,
+            f"r{i:07d}",
+            due + i % 3600,
+            "pending",
+            None,
+            payload,
+            0,
+            0,
+            1,
+            now_ms,
+            now_ms,
+            None,
+            None,
+            None,
+        )
         for i in range(n)
     ]
     event_data = json.dumps({"scheduled_timestamp": due, "created_at": now_ms, "source": "library"})
@@ -138,7 +153,15 @@ def b2_raw(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
         work.append(
             (
                 (new, now_ms, ORG, call_id),
-                (ORG, call_id, "rescheduled", now_ms, "Scheduled call time updated via library", data, "library"),
+                (
+                    ORG,
+                    call_id,
+                    "rescheduled",
+                    now_ms,
+                    "Scheduled call time updated via library",
+                    data,
+                    "library",
+                ),
             )
         )
     conn = _raw_connect(path, synchronous)

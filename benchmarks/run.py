@@ -78,8 +78,14 @@ def run_child(variant: Variant, workdir: Path) -> dict[str, Any]:
     """Run one variant in a fresh interpreter; its figures, or ``{"error": ...}``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(HERE), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, str(HERE / "run.py"), "--child", variant.target, json.dumps(variant.kwargs),
-           str(workdir)]
+    cmd = [
+        sys.executable,
+        str(HERE / "run.py"),
+        "--child",
+        variant.target,
+        json.dumps(variant.kwargs),
+        str(workdir),
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT, env=env)
     except subprocess.TimeoutExpired:
@@ -144,7 +150,9 @@ def figure(results: list[dict[str, Any]], key: str) -> float:
     return median(r[key] for r in results if key in r)
 
 
-def ratio(ours: list[dict[str, Any]], ref: list[dict[str, Any]], key: str, ref_key: str | None = None) -> float:
+def ratio(
+    ours: list[dict[str, Any]], ref: list[dict[str, Any]], key: str, ref_key: str | None = None
+) -> float:
     """The median of per-repetition ratios ours/ref (pairs taken moments apart)."""
     pairs = [
         o[key] / r[ref_key or key]
@@ -199,7 +207,7 @@ def throughput_rows(
                 what,
                 num(figure(ours, "ops_per_s"), "/s"),
                 f"{label}: {num(figure(ref, 'ops_per_s'), '/s')}",
-                f"{r:.2f}×" if r == r else "n/a",
+                f"{r:.2f}x" if r == r else "n/a",
                 target,
                 f"error: {err}" if err and r != r else verdict(None if r != r else r >= minimum),
             )
@@ -226,22 +234,24 @@ def measures(quick: bool) -> list[Measure]:
                 Variant("lib-normal", "cases_store.b1_lib", {"n": n, "synchronous": "normal"}),
                 Variant("raw-normal", "cases_store.b1_raw", {"n": n, "synchronous": "normal"}),
             ],
-            lambda res: throughput_rows(
-                "B1",
-                f"create {n:,} calls, synchronous=FULL (default)",
-                "lib",
-                res,
-                [
-                    ("raw", "raw sqlite3, FULL", 0.7, "≥ 0.70×"),
-                    ("aps", "APScheduler add_job", 3.0, "≥ 3×"),
-                ],
-            )
-            + throughput_rows(
-                "B1",
-                f"create {n:,} calls, synchronous=NORMAL",
-                "lib-normal",
-                res,
-                [("raw-normal", "raw sqlite3, NORMAL", 0.7, "≥ 0.70×")],
+            lambda res: (
+                throughput_rows(
+                    "B1",
+                    f"create {n:,} calls, synchronous=FULL (default)",
+                    "lib",
+                    res,
+                    [
+                        ("raw", "raw sqlite3, FULL", 0.7, "≥ 0.70x"),
+                        ("aps", "APScheduler add_job", 3.0, "≥ 3x"),
+                    ],
+                )
+                + throughput_rows(
+                    "B1",
+                    f"create {n:,} calls, synchronous=NORMAL",
+                    "lib-normal",
+                    res,
+                    [("raw-normal", "raw sqlite3, NORMAL", 0.7, "≥ 0.70x")],
+                )
             ),
         )
     )
@@ -256,22 +266,24 @@ def measures(quick: bool) -> list[Measure]:
                 Variant("lib-normal", "cases_store.b2_lib", {"n": n, "synchronous": "normal"}),
                 Variant("raw-normal", "cases_store.b2_raw", {"n": n, "synchronous": "normal"}),
             ],
-            lambda res: throughput_rows(
-                "B2",
-                f"reschedule {n:,} calls one by one, FULL (default)",
-                "lib",
-                res,
-                [
-                    ("raw", "raw sqlite3, FULL", 0.7, "≥ 0.70×"),
-                    ("aps", "APScheduler reschedule_job", 3.0, "≥ 3×"),
-                ],
-            )
-            + throughput_rows(
-                "B2",
-                f"reschedule {n:,} calls one by one, NORMAL",
-                "lib-normal",
-                res,
-                [("raw-normal", "raw sqlite3, NORMAL", 0.7, "≥ 0.70×")],
+            lambda res: (
+                throughput_rows(
+                    "B2",
+                    f"reschedule {n:,} calls one by one, FULL (default)",
+                    "lib",
+                    res,
+                    [
+                        ("raw", "raw sqlite3, FULL", 0.7, "≥ 0.70x"),
+                        ("aps", "APScheduler reschedule_job", 3.0, "≥ 3x"),
+                    ],
+                )
+                + throughput_rows(
+                    "B2",
+                    f"reschedule {n:,} calls one by one, NORMAL",
+                    "lib-normal",
+                    res,
+                    [("raw-normal", "raw sqlite3, NORMAL", 0.7, "≥ 0.70x")],
+                )
             ),
         )
     )
@@ -288,7 +300,7 @@ def measures(quick: bool) -> list[Measure]:
                 f"reschedule {n:,} calls from 32 threads, FULL (group commit)",
                 "lib",
                 res,
-                [("raw", "raw sqlite3 one by one, FULL", 1.0, "> 1×")],
+                [("raw", "raw sqlite3 one by one, FULL", 1.0, "> 1x")],
             ),
         )
     )
@@ -305,7 +317,9 @@ def table(rows: list[Row]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r.measure} | {r.what} | {r.ours} | {r.reference} | {r.ratio} | {r.target} | {r.verdict} |")
+        lines.append(
+            f"| {r.measure} | {r.what} | {r.ours} | {r.reference} | {r.ratio} | {r.target} | {r.verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -320,7 +334,7 @@ def report(rows: list[Row], *, quick: bool, reps: int, seconds: float, args: lis
 This page is written by `{command}` (`python benchmarks/run.py`); do not edit it by hand.
 
 callschedule is measured against its references **in one run on one machine**: APScheduler
-{v['apscheduler']} with its SQLAlchemy job store on a SQLite file (the library most Python users would pick
+{v["apscheduler"]} with its SQLAlchemy job store on a SQLite file (the library most Python users would pick
 instead, doing the same work), and the raw limit of plain `sqlite3` doing the least work our guarantee
 needs (update the call and insert its event in one transaction, WAL, the same synchronous setting).
 Each figure is the median of {reps} repetitions; each ratio is the median of the per-repetition ratios,
@@ -328,8 +342,8 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
 {"**Quick mode** (small N): indicative only." if quick else ""}
 
 - Date: {now}; the run took {seconds / 60:.1f} min
-- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, {m['os']}
-- Python {m['python']}, SQLite {m['sqlite']}
+- Machine: {m["cores"]} cores ({m["cpu"]}), {m["memory_gib"]} GiB memory, {m["os"]}
+- Python {m["python"]}, SQLite {m["sqlite"]}
 - Versions: {", ".join(f"{k} {val}" for k, val in v.items())}
 
 {table(rows)}
@@ -362,7 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["--child"]:
         child_main(*argv[1:4])
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small N (a couple of minutes)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per figure (default 3)")
     parser.add_argument("--only", default="", help="comma-separated measure ids, e.g. B1,B2c")
