@@ -1,0 +1,340 @@
+"""The documentation is tested: every Python example runs, every hook is documented, the site builds.
+
+Each page's fenced ``python`` blocks run in order, in one namespace, in a fresh temporary working
+directory (so ``sqlite:///calls.db`` is a new file and ``memory://`` a new store), exactly as a
+reader would paste them. Two marker comments, invisible on the rendered page, change that for the
+block right after them (docs/contributing-docs.md documents them):
+
+- ``<!-- docs-test: skip REASON -->``: not run (code that needs a running server, say);
+- ``<!-- docs-test: file NAME -->``: written to ``NAME`` in the working directory instead of run,
+  for a module that later blocks import or a file that the page tells the reader to save.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import callschedule
+from callschedule import CallScheduler, hookspecs
+from callschedule.testing import StoreConformance
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]
+
+FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*)$")
+MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<action>\S+)\s*(?P<argument>.*?)\s*-->\s*$")
+PYTHON = {"python", "py"}
+
+
+@attrs.frozen
+class Example:
+    """One fenced Python block of a page."""
+
+    path: Path
+    line: int  # the 1-based line of the block's first line of code
+    source: str
+    action: str = "run"  # "run", "skip" or "file"
+    argument: str = ""
+
+
+def examples(path: Path) -> list[Example]:
+    """The page's Python blocks in order, with the marker that precedes each, if any."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found: list[Example] = []
+    marker: tuple[int, str, str] | None = None
+    i = 0
+    while i < len(lines):
+        if m := MARKER.match(lines[i]):
+            action, argument = m["action"], m["argument"]
+            if action not in ("skip", "file") or not argument:
+                raise ValueError(f"{path}:{i + 1}: expected '<!-- docs-test: skip REASON -->' "
+                                 f"or '<!-- docs-test: file NAME -->', got {lines[i].strip()!r}")
+            marker = (i + 1, action, argument)
+            i += 1
+            continue
+        fence = FENCE.match(lines[i])
+        if fence is None:
+            if lines[i].strip() and marker is not None:
+                raise ValueError(f"{path}:{marker[0]}: a docs-test marker must come right before a block")
+            i += 1
+            continue
+        indent, closing = fence["indent"], fence["fence"]
+        language = fence["info"].split()[0].lower() if fence["info"].strip() else ""
+        body: list[str] = []
+        start = i + 2
+        i += 1
+        while i < len(lines) and not (
+            lines[i].strip().startswith(closing) and lines[i].strip().strip(closing[0]) == ""
+        ):
+            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+            i += 1
+        i += 1  # the closing fence
+        if language in PYTHON:
+            action, argument = ("run", "") if marker is None else marker[1:]
+            found.append(Example(path, start, "\n".join(body) + "\n", action, argument))
+        elif marker is not None:
+            raise ValueError(f"{path}:{marker[0]}: a docs-test marker must come right before a python block")
+        marker = None
+    if marker is not None:
+        raise ValueError(f"{path}:{marker[0]}: a docs-test marker must come right before a python block")
+    return found
+
+
+def run_examples(page: list[Example], workdir: Path) -> dict[str, Any]:
+    """Run the blocks of one page in order, in one namespace, in ``workdir``; return the namespace.
+
+    Each block is compiled under the page's path with its own line numbers, so a failure's
+    traceback points at the page and line of the example.
+    """
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    for example in page:
+        if example.action == "skip":
+            continue
+        if example.action == "file":
+            target = workdir / example.argument
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(example.source, encoding="utf-8")
+            continue
+        padded = "\n" * (example.line - 1) + example.source
+        exec(compile(padded, str(example.path), "exec"), namespace)
+    return namespace
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty current directory, importable, whose modules are forgotten afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        module_file = getattr(sys.modules[name], "__file__", None) or ""
+        if module_file.startswith(str(tmp_path)):
+            del sys.modules[name]
+
+
+def close_schedulers(namespace: dict[str, Any]) -> None:
+    """Close what the examples opened (they are scripts; the test must not leak files)."""
+    for value in namespace.values():
+        if isinstance(value, CallScheduler):
+            value.close()
+
+
+@pytest.mark.parametrize("path", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_every_python_example_of_the_page_runs(path: Path, workdir: Path) -> None:
+    page = examples(path)
+    namespace: dict[str, Any] = {}
+    try:
+        namespace = run_examples(page, workdir)
+    finally:
+        close_schedulers(namespace)
+
+
+def test_the_store_guide_example_passes_the_conformance_suite(workdir: Path) -> None:
+    # stores.md tells the reader to save counting_store.py and test_counting_store.py and run
+    # pytest on the latter: do exactly that.
+    namespace: dict[str, Any] = {}
+    try:
+        namespace = run_examples(examples(DOCS / "stores.md"), workdir)
+    finally:
+        close_schedulers(namespace)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(callschedule.__file__).parents[1]), "."])}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_counting_store.py"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    suite = [name for name in dir(StoreConformance) if name.startswith("test_")]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{len(suite)} passed" in run.stdout
+
+
+# -- the harness itself ----------------------------------------------------------------------------
+
+BROKEN_PAGE = """\
+# A page with a mistake
+
+```python
+from callschedule import CallScheduler
+
+scheduler = CallScheduler.open("memory://")
+```
+
+Some prose between the blocks.
+
+```python
+call = scheduler.create_call(organization_id="org-789", scheduled_timestamp=1)
+```
+"""
+
+
+def test_a_broken_example_fails_and_names_its_page_and_line(workdir: Path) -> None:
+    page = workdir / "broken.md"
+    page.write_text(BROKEN_PAGE, encoding="utf-8")
+    with pytest.raises(callschedule.ScheduleRejected) as failure:
+        run_examples(examples(page), workdir)
+    where = traceback.extract_tb(failure.tb)
+    assert any(frame.filename == str(page) and frame.lineno == 12 for frame in where)
+
+
+def test_blocks_of_a_page_share_one_namespace_in_order(workdir: Path) -> None:
+    page = workdir / "page.md"
+    page.write_text("```python\nx = 1\n```\n\ntext\n\n```py\nx += 1\n```\n", encoding="utf-8")
+    assert run_examples(examples(page), workdir)["x"] == 2
+
+
+def test_markers_skip_a_block_or_write_it_to_a_file(workdir: Path) -> None:
+    page = workdir / "page.md"
+    page.write_text(
+        "<!-- docs-test: file greeting.py -->\n```python\nWORD = 'hi'\n```\n\n"
+        "<!-- docs-test: skip needs a server -->\n```python\nraise SystemExit('must not run')\n```\n\n"
+        "```python\nfrom greeting import WORD\n```\n",
+        encoding="utf-8",
+    )
+    assert run_examples(examples(page), workdir)["WORD"] == "hi"
+
+
+def test_a_marker_without_a_reason_or_block_is_refused(workdir: Path) -> None:
+    page = workdir / "page.md"
+    page.write_text("<!-- docs-test: skip -->\n```python\npass\n```\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="docs-test: skip REASON"):
+        examples(page)
+    page.write_text("<!-- docs-test: skip later -->\nprose\n\n```python\npass\n```\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="right before"):
+        examples(page)
+
+
+def test_blocks_nested_in_admonitions_and_other_languages_are_handled(workdir: Path) -> None:
+    page = workdir / "page.md"
+    page.write_text(
+        "!!! note\n    ```python\n    y = 2\n    ```\n\n```console\n$ not python\n```\n", encoding="utf-8"
+    )
+    [only] = examples(page)
+    assert only.source == "y = 2\n" and only.line == 3
+
+
+def test_the_docs_have_python_examples() -> None:
+    # Guards the collector itself: a change that found no blocks would make every page pass.
+    counted = {path.name: len(examples(path)) for path in PAGES}
+    for page in ("quickstart.md", "concepts.md", "stores.md", "hooks.md", "README.md"):
+        assert counted[page] > 0, page
+
+
+# -- the hook reference ------------------------------------------------------------------------------
+
+HOOKS = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, "callschedule_spec"))
+HOOKS_PAGE = DOCS / "hooks.md"
+
+
+def rendered_members(page: Path, identifier: str) -> list[str]:
+    """The ``members:`` list of the page's ``::: identifier`` directive."""
+    text = page.read_text(encoding="utf-8")
+    directive = re.search(rf"^::: {re.escape(identifier)}\n((?:[ ]{{4}}.*\n|\n)*)", text, re.M)
+    assert directive is not None, f"{page.name} has no '::: {identifier}'"
+    members = re.search(r"members:\n((?:\s+- \S+\n)+)", directive[1])
+    assert members is not None, f"'::: {identifier}' in {page.name} lists no members"
+    return re.findall(r"- (\S+)", members[1])
+
+
+def test_every_hook_is_rendered_in_the_hook_reference() -> None:
+    assert HOOKS, "no hook specs found"
+    members = rendered_members(HOOKS_PAGE, "callschedule.hookspecs")
+    assert [name for name in HOOKS if name not in members] == []
+    summary = HOOKS_PAGE.read_text(encoding="utf-8").split("::: callschedule.hookspecs")[0]
+    assert [name for name in HOOKS if f"`{name}`" not in summary] == [], "hooks missing from the table"
+
+
+@pytest.mark.parametrize("name", HOOKS)
+def test_every_hook_documents_each_parameter(name: str) -> None:
+    hook = getattr(hookspecs, name)
+    doc = inspect.getdoc(hook) or ""
+    assert doc.strip(), f"{name} has no docstring"
+    undocumented = [p for p in inspect.signature(hook).parameters if f":param {p}:" not in doc]
+    assert undocumented == []
+
+
+# -- the HTTP reference ------------------------------------------------------------------------------
+
+
+def openapi_from_the_server() -> dict[str, Any]:
+    """``GET /api/openapi.json`` of the adapter mounted at ``/api``, as ``callschedule serve`` mounts it."""
+    asgi = pytest.importorskip("callschedule.asgi", reason="callschedule.asgi has not landed yet")
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    with CallScheduler.open("memory://") as scheduler:
+        host = Starlette(routes=[Mount("/api", app=asgi.create_app(scheduler))])
+        with TestClient(host) as client:
+            response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def error_codes(document: Any) -> set[str]:
+    """Every value of an ``enum`` under a property named ``code`` in the document."""
+    found: set[str] = set()
+    if isinstance(document, dict):
+        properties = document.get("properties")
+        code = properties.get("code") if isinstance(properties, dict) else None
+        if isinstance(code, dict) and "enum" in code:
+            found.update(code["enum"])
+        for value in document.values():
+            found |= error_codes(value)
+    elif isinstance(document, list):
+        for value in document:
+            found |= error_codes(value)
+    return found
+
+
+def test_the_http_reference_names_every_route_and_error_code_of_the_openapi_document() -> None:
+    document = openapi_from_the_server()
+    http_page = DOCS / "http.md"
+    if not http_page.exists():
+        pytest.skip("docs/http.md has not landed yet")
+    text = http_page.read_text(encoding="utf-8")
+    server = document.get("servers", [{"url": ""}])[0]["url"].rstrip("/")
+    routes = [
+        f"{method.upper()} {server}{path}"
+        for path, operations in document["paths"].items()
+        for method in operations
+        if method in {"get", "put", "post", "patch", "delete"}
+    ]
+    codes = sorted(error_codes(document))
+    assert routes and codes, "the OpenAPI document lists no routes or no error codes"
+    assert [route for route in routes if route not in text] == []
+    assert [code for code in codes if f"`{code}`" not in text] == []
+
+
+# -- the site -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_site_builds_strictly_with_every_hook_rendered(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert build.returncode == 0, build.stderr
+    reference = (site / "hooks" / "index.html").read_text(encoding="utf-8")
+    assert [name for name in HOOKS if f'id="callschedule.hookspecs.{name}"' not in reference] == []
