@@ -14,8 +14,10 @@ from callschedule._model import (
 )
 from callschedule._rules import CallingWindow, SchedulingPolicy
 from callschedule._scheduler import CallScheduler
+from callschedule._worker import RetryPolicy, Worker
 from callschedule.exceptions import (
     CallNotFound,
+    CallNotInProgress,
     CallNotReschedulable,
     CallScheduleError,
     Conflict,
@@ -31,6 +33,7 @@ __all__ = [
     "ApiKey",
     "Call",
     "CallNotFound",
+    "CallNotInProgress",
     "CallNotReschedulable",
     "CallPage",
     "CallScheduleError",
@@ -44,10 +47,12 @@ __all__ = [
     "ExecutorNotFound",
     "InvalidInput",
     "RescheduleResult",
+    "RetryPolicy",
     "ScheduleRejected",
     "SchedulingPolicy",
     "Source",
     "StoreNotFound",
     "Unauthorized",
+    "Worker",
     "hookimpl",
 ]

@@ -145,3 +145,72 @@ def lease_expired(call: Call, at_ms: int, action: str) -> Event:
         lease_expires_at=call.lease_expires_at,
         action=action,
     )
+
+
+def misfire_skipped(call: Call, at_ms: int, late_seconds: int) -> Event:
+    """The call was found overdue and, under the ``skip`` misfire policy, was not placed."""
+    return _event(
+        call,
+        EventType.MISFIRE_SKIPPED,
+        at_ms,
+        "Call skipped: found overdue",
+        Source.WORKER,
+        scheduled_timestamp=call.scheduled_timestamp,
+        late_seconds=late_seconds,
+        policy="skip",
+    )
+
+
+def misfire_moved(call: Call, at_ms: int, previous: int, late_seconds: int) -> Event:
+    """The call was found overdue and, under the ``move`` misfire policy, moved to ``call``'s time."""
+    return _event(
+        call,
+        EventType.MISFIRE_MOVED,
+        at_ms,
+        "Call moved: found overdue",
+        Source.WORKER,
+        previous_scheduled_timestamp=previous,
+        new_scheduled_timestamp=call.scheduled_timestamp,
+        late_seconds=late_seconds,
+        policy="move",
+    )
+
+
+def window_deferred(call: Call, at_ms: int, previous: int) -> Event:
+    """The call came due outside its calling window and waits for the window to open."""
+    return _event(
+        call,
+        EventType.WINDOW_DEFERRED,
+        at_ms,
+        "Call deferred to its calling window",
+        Source.WORKER,
+        previous_scheduled_timestamp=previous,
+        new_scheduled_timestamp=call.scheduled_timestamp,
+    )
+
+
+def released(call: Call, at_ms: int, attempt: int, reason: str) -> Event:
+    """A stopping worker gave the call back before its attempt finished; it runs again."""
+    return _event(
+        call,
+        EventType.RELEASED,
+        at_ms,
+        "Call released by a stopping worker",
+        Source.WORKER,
+        attempt=attempt,
+        scheduled_timestamp=call.scheduled_timestamp,
+        reason=reason,
+    )
+
+
+def awaiting_report(call: Call, at_ms: int) -> Event:
+    """The executor placed the call; its dialer reports the outcome later."""
+    return _event(
+        call,
+        EventType.AWAITING_REPORT,
+        at_ms,
+        "Call placed; awaiting the dialer's report",
+        Source.WORKER,
+        attempt=call.attempts,
+        report_due_by=call.lease_expires_at,
+    )

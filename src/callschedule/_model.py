@@ -45,6 +45,7 @@ class EventType(str, enum.Enum):
     MISFIRE_SKIPPED = "misfire_skipped"
     MISFIRE_MOVED = "misfire_moved"
     WINDOW_DEFERRED = "window_deferred"
+    AWAITING_REPORT = "awaiting_report"
 
 
 class Source(str, enum.Enum):

@@ -9,7 +9,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -30,12 +30,17 @@ from callschedule._rules import SchedulingPolicy
 from callschedule.abc import Store
 from callschedule.exceptions import (
     CallNotFound,
+    CallNotInProgress,
     Conflict,
     InvalidInput,
     StoreNotFound,
     Unauthorized,
 )
 from callschedule.plugins import auth
+
+if TYPE_CHECKING:
+    from callschedule._worker import LeaseExpiryPolicy, MisfirePolicy, RetryPolicy, Worker
+    from callschedule.executors import Executor
 
 logger = logging.getLogger("callschedule")
 
@@ -322,6 +327,116 @@ class CallScheduler:
         if organization_id is None:
             raise Unauthorized()
         return organization_id
+
+    # -- execution --------------------------------------------------------------------------------
+
+    def worker(
+        self,
+        executor: Executor | str = "log",
+        *,
+        concurrency: int = 8,
+        executor_options: dict[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        lease_seconds: float = 60.0,
+        lease_expiry: LeaseExpiryPolicy = "retry",
+        misfire: MisfirePolicy = "run",
+        misfire_grace_seconds: float = 60.0,
+        organization_limit: int | None = None,
+        poll_interval: float = 1.0,
+        stop_grace_seconds: float = 30.0,
+        worker_id: str | None = None,
+    ) -> Worker:
+        """A worker that hands each due call of this scheduler's store to ``executor``.
+
+        :param executor: a callable ``executor(call, attempt)``, plain or ``async``, or the name
+            of an executor plugin (built in: ``log``, ``webhook``).
+        :param concurrency: how many calls this worker executes at once.
+        :param executor_options: settings for an executor given by name (``url``, ``secret``...).
+        :param retry: how failed attempts are retried (default :class:`RetryPolicy()`).
+        :param lease_seconds: how long a claim holds without renewal; running executions renew
+            it, so only a dead worker's calls expire.
+        :param lease_expiry: what happens to a call whose lease expired: ``retry`` (a new
+            attempt, within ``retry.max_attempts``) or ``fail``.
+        :param misfire: what happens to a call found more than ``misfire_grace_seconds``
+            overdue: ``run`` it, ``skip`` it (failed, with an event) or ``move`` it to the next
+            time the calling window allows.
+        :param organization_limit: at most this many calls of one organization in progress at
+            once, across all workers of the store.
+        :param poll_interval: the longest sleep, which bounds how late a change made by another
+            process is seen (changes in this process wake the worker at once).
+        :param stop_grace_seconds: how long a stop waits for running executions.
+        :param worker_id: the lease owner written on claimed calls (default: host:pid:random).
+        """
+        from callschedule._worker import RetryPolicy, Worker, resolve_executor
+
+        resolved, owned = resolve_executor(self, executor, executor_options)
+        extra: dict[str, Any] = {} if worker_id is None else {"worker_id": worker_id}
+        return Worker(
+            scheduler=self,
+            executor=resolved,
+            concurrency=concurrency,
+            retry=retry if retry is not None else RetryPolicy(),
+            lease_seconds=lease_seconds,
+            lease_expiry=lease_expiry,
+            misfire=misfire,
+            misfire_grace_seconds=misfire_grace_seconds,
+            organization_limit=organization_limit,
+            poll_interval=poll_interval,
+            stop_grace_seconds=stop_grace_seconds,
+            close_executor=owned,
+            **extra,
+        )
+
+    def complete(
+        self,
+        organization_id: str,
+        call_id: str,
+        outcome: Any = None,
+        *,
+        attempt: int | None = None,
+        retry: RetryPolicy | None = None,
+        source: Source = Source.LIBRARY,
+    ) -> Call:
+        """Record the result of an in-progress call, for dialers that report it later.
+
+        ``outcome`` is read as an executor's result: a JSON-able value completes the call;
+        :class:`~callschedule.executors.PermanentFailure` fails it; an exception counts as a
+        failed attempt and :class:`~callschedule.executors.RetryLater` asks for a retry (both
+        under ``retry`` and the calling window).
+
+        :param attempt: the attempt being reported (``Attempt.number``); a report for an
+            attempt that is over is refused with :class:`Conflict`.
+        :raises CallNotFound: no such call in this organization.
+        :raises CallNotInProgress: the call is not in progress (already completed, say).
+        :raises Conflict: ``attempt`` is not the call's current attempt.
+        """
+        from callschedule._worker import RetryPolicy, settle
+
+        if attempt is not None:
+            attempt = _validation.positive_int("attempt", attempt, maximum=1_000_000)
+        source = Source(source)
+        for _ in range(10):
+            call = self._get(organization_id, call_id)
+            if call.execution_status is not ExecutionStatus.IN_PROGRESS:
+                raise CallNotInProgress(call.call_id, call.execution_status.value)
+            if attempt is not None and attempt != call.attempts:
+                raise Conflict(
+                    call.call_id,
+                    f"attempt {attempt} is over; the call is at attempt {call.attempts}",
+                )
+            new, events = settle(
+                call,
+                outcome,
+                now_ms=self.clock.now_ms(),
+                retry=retry if retry is not None else RetryPolicy(),
+                window=self.policy.calling_window,
+                source=source,
+            )
+            try:
+                return self._commit(new, call.version, events)
+            except Conflict:
+                continue  # a worker renewed the lease meanwhile: read it again
+        raise Conflict(call_id)
 
     # -- for the worker and other in-process listeners ------------------------------------------
 

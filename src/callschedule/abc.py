@@ -62,13 +62,23 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def claim_due(
-        self, *, now: int, now_ms: int, limit: int, lease_owner: str, lease_expires_at: int
+        self,
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
     ) -> list[Call]:
         """Claim up to ``limit`` pending calls due at or before ``now``, earliest first.
 
         Each claimed call becomes ``in_progress`` with ``attempts + 1``, ``version + 1``, the
         lease owner and expiry (ms), and gets a ``claimed`` event, all in one transaction. A call
         is never claimed by two callers. Returns the claimed calls.
+
+        With ``organization_limit``, no organization ends up with more than that many calls
+        ``in_progress`` (counting those claimed before, by any worker); its other due calls wait.
         """
 
     @abc.abstractmethod

@@ -74,6 +74,19 @@ class Conflict(CallScheduleError):
         return {"call_id": self.call_id, "reason": self.reason}
 
 
+class CallNotInProgress(Conflict):
+    """An outcome was reported for a call that is not in progress (finished, or never claimed)."""
+
+    code = "call_not_in_progress"
+
+    def __init__(self, call_id: str, status: str) -> None:
+        self.status = status
+        super().__init__(call_id, f"the call is {status}, not in progress; its outcome is already recorded")
+
+    def details(self) -> Any:
+        return {"call_id": self.call_id, "execution_status": self.status}
+
+
 class ScheduleRejected(CallScheduleError):
     """A scheduling rule refuses the requested time.
 

@@ -258,6 +258,32 @@ class StoreConformance:
             claimed = [cid for got in pool.map(race, range(racers)) for cid in got]
         assert sorted(claimed) == sorted(f"c{n:03}" for n in range(200))
 
+    def test_claim_keeps_each_organization_within_its_limit(self, store: Store) -> None:
+        for org in ("org-a", "org-b"):
+            for n in range(4):
+                self.add(store, make_call(call_id=f"c{n}", organization_id=org, scheduled_timestamp=NOW - n))
+        self.add(store, make_call(call_id="c9", organization_id="org-c", scheduled_timestamp=NOW))
+        busy = store.claim_due(
+            now=NOW, now_ms=NOW_MS, limit=1, lease_owner="w0", lease_expires_at=NOW_MS + 30_000
+        )
+        assert [(c.organization_id, c.call_id) for c in busy] == [("org-a", "c3")]
+
+        def limited(limit: int) -> list[tuple[str, str]]:
+            claimed = store.claim_due(
+                now=NOW,
+                now_ms=NOW_MS,
+                limit=limit,
+                lease_owner="w1",
+                lease_expires_at=NOW_MS + 30_000,
+                organization_limit=2,
+            )
+            return [(c.organization_id, c.call_id) for c in claimed]
+
+        # org-a already has one in progress, so only one more; each organization's earliest first.
+        assert sorted(limited(100)) == [("org-a", "c2"), ("org-b", "c2"), ("org-b", "c3"), ("org-c", "c9")]
+        assert limited(100) == []
+        assert len(self.claim(store)) == 4  # without a limit the rest is claimable
+
     def test_a_claimed_call_moves_only_at_its_claimed_version(self, store: Store) -> None:
         call = self.add(store, make_call(scheduled_timestamp=NOW))
         self.claim(store)

@@ -5,4 +5,5 @@ DEFAULT_PLUGINS = (
     "callschedule.plugins.memory",
     "callschedule.plugins.sqlite",
     "callschedule.plugins.auth",
+    "callschedule.plugins.executors",
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import attrs
@@ -80,7 +80,14 @@ class MemoryStore(Store):
             return list(self._events.get((organization_id, call_id), ()))
 
     def claim_due(
-        self, *, now: int, now_ms: int, limit: int, lease_owner: str, lease_expires_at: int
+        self,
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
     ) -> list[Call]:
         with self._lock:
             due = sorted(
@@ -90,7 +97,20 @@ class MemoryStore(Store):
                     if c.execution_status is ExecutionStatus.PENDING and c.scheduled_timestamp <= now
                 ),
                 key=lambda c: (c.scheduled_timestamp, c.call_id),
-            )[:limit]
+            )
+            if organization_limit is not None:
+                busy = Counter(
+                    c.organization_id
+                    for c in self._calls.values()
+                    if c.execution_status is ExecutionStatus.IN_PROGRESS
+                )
+                allowed = []
+                for call in due:
+                    if busy[call.organization_id] < organization_limit:
+                        busy[call.organization_id] += 1
+                        allowed.append(call)
+                due = allowed
+            due = due[:limit]
             claimed = []
             for call in due:
                 new = attrs.evolve(

@@ -122,6 +122,24 @@ _CLAIM = (
     f"RETURNING {_CALL_COLUMNS}"
 )
 
+# Like _CLAIM, but an organization's due calls are numbered in time order and only those that
+# keep its in-progress count within the limit are taken.
+_CLAIM_LIMITED = (
+    "UPDATE calls SET execution_status = 'in_progress', attempts = attempts + 1, "
+    "version = version + 1, lease_owner = ?, lease_expires_at = ?, updated_at = ? "
+    "WHERE rowid IN ("
+    " SELECT due.rowid FROM ("
+    "  SELECT rowid, organization_id, scheduled_timestamp, ROW_NUMBER() OVER ("
+    "   PARTITION BY organization_id ORDER BY scheduled_timestamp, call_id) AS n"
+    "  FROM calls WHERE execution_status = 'pending' AND scheduled_timestamp <= ?) AS due"
+    " LEFT JOIN (SELECT organization_id, COUNT(*) AS busy FROM calls"
+    "  WHERE execution_status = 'in_progress' GROUP BY organization_id) AS running"
+    " ON running.organization_id = due.organization_id"
+    " WHERE due.n + COALESCE(running.busy, 0) <= ?"
+    " ORDER BY due.scheduled_timestamp LIMIT ?) "
+    f"RETURNING {_CALL_COLUMNS}"
+)
+
 
 def _call_row(call: Call) -> tuple[Any, ...]:
     return (
@@ -417,10 +435,23 @@ class SQLiteStore(Store):
         ]
 
     def claim_due(
-        self, *, now: int, now_ms: int, limit: int, lease_owner: str, lease_expires_at: int
+        self,
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
     ) -> list[Call]:
         def work(conn: sqlite3.Connection) -> list[Call]:
-            rows = conn.execute(_CLAIM, (lease_owner, lease_expires_at, now_ms, now, limit))
+            if organization_limit is None:
+                rows = conn.execute(_CLAIM, (lease_owner, lease_expires_at, now_ms, now, limit))
+            else:
+                rows = conn.execute(
+                    _CLAIM_LIMITED,
+                    (lease_owner, lease_expires_at, now_ms, now, organization_limit, limit),
+                )
             # RETURNING does not keep the subquery's order; callers get earliest first.
             claimed = sorted(
                 (_call_from_row(r) for r in rows.fetchall()),
