@@ -15,8 +15,11 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import shlex
+import socket
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,6 +165,89 @@ def test_the_store_guide_example_passes_the_conformance_suite(workdir: Path) -> 
     suite = [name for name in dir(StoreConformance) if name.startswith("test_")]
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(suite)} passed" in run.stdout
+
+
+def console_commands(path: Path) -> list[str]:
+    """The ``$ `` commands of the page's ``console`` blocks, in order, continuation lines joined."""
+    commands: list[str] = []
+    in_console = False
+    pending = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_console = not in_console and stripped[3:].strip() == "console"
+            continue
+        if not in_console:
+            continue
+        if pending:
+            pending += "\n" + line
+        elif stripped.startswith("$ "):
+            pending = stripped[2:]
+        if pending and not pending.endswith("\\"):
+            commands.append(pending)
+            pending = ""
+    return commands
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Runs the page's shell commands against the code under test, stopping at the first failure.
+SHELL_PRELUDE = """\
+set -euo pipefail
+callschedule() { "$CALLSCHEDULE_PYTHON" -m callschedule "$@"; }
+python() { "$CALLSCHEDULE_PYTHON" "$@"; }
+"""
+
+
+@pytest.mark.slow
+def test_the_quickstart_followed_literally_schedules_and_moves_a_call(workdir: Path) -> None:
+    commands = console_commands(DOCS / "quickstart.md")
+    [serve] = [c for c in commands if "callschedule serve" in c]
+    # The test suite's own command is this very run; the rest is what a reader types.
+    steps = [c for c in commands if c != serve and "pytest" not in c]
+    install, start = serve.split(" && ")
+    assert install == "pip install -e '.[server]'"  # done: the package under test is importable
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCHEDULE_")}
+    env["PYTHONPATH"] = str(Path(callschedule.__file__).parents[1])
+    env["CALLSCHEDULE_PYTHON"] = sys.executable
+    with (workdir / "serve.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", *shlex.split(start), "--port", str(port)],
+            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(port, server, workdir / "serve.log")
+            script = SHELL_PRELUDE + "\n".join(steps).replace("localhost:8080", f"localhost:{port}")
+            run = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, capture_output=True,
+                                 text=True, timeout=60)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count('"status":"success"') == 2, run.stdout
+    log_lines = [line for line in run.stdout.splitlines() if line.startswith("20")]
+    assert [line.split("  ")[1] for line in log_lines] == [
+        "Call scheduled via api",
+        "Scheduled call time updated via dedicated endpoint",
+    ]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once ``port`` accepts connections; fail if ``process`` exits or 30 s pass."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, log.read_text()
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, "the server did not start in 30 s"
+        time.sleep(0.1)
 
 
 # -- the harness itself ----------------------------------------------------------------------------
