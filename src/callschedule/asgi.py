@@ -184,6 +184,15 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _by_method(**endpoints: Endpoint) -> Endpoint:
+    """One route for several methods, so that a 405 lists all of them in ``Allow``."""
+
+    async def dispatch(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return dispatch
+
+
 # -- reading requests -----------------------------------------------------------------------------
 
 
@@ -295,7 +304,7 @@ def create_app(
         for name in query:
             if name not in _LIST_PARAMETERS:
                 raise InvalidInput(name, "unknown query parameter")
-        statuses = [s for value in query.getlist("status") for s in value.split(",") if s]
+        statuses = [s for value in query.getlist("status") for s in value.split(",")]
         scheduled_from = _query_int(query, "scheduled_from")
         scheduled_to = _query_int(query, "scheduled_to")
         limit = _query_int(query, "limit")
@@ -364,8 +373,7 @@ def create_app(
         return JSONResponse(openapi_document(server_url=root_path))
 
     routes = [
-        Route("/calls", create_call, methods=["POST"]),
-        Route("/calls", list_calls, methods=["GET"]),
+        Route("/calls", _by_method(GET=list_calls, POST=create_call), methods=["GET", "POST"]),
         Route("/calls/{call_id}", get_call, methods=["GET"]),
         Route("/calls/{call_id}/schedule", schedule, methods=["PUT"]),
         Route("/calls/{call_id}/cancel", cancel, methods=["POST"]),
@@ -495,7 +503,10 @@ _SCHEMAS: dict[str, Any] = {
             "outcome": {**_ANY, "nullable": True},
         }
     ),
-    "ScheduleRequest": _object({"scheduled_timestamp": _TIMESTAMP_S}),
+    "ScheduleRequest": {
+        **_object({"scheduled_timestamp": _TIMESTAMP_S}),
+        "example": {"scheduled_timestamp": 1748460000},
+    },
     "CreateCallRequest": _object(
         {
             "scheduled_timestamp": _TIMESTAMP_S,
@@ -519,7 +530,14 @@ _SCHEMAS: dict[str, Any] = {
             },
         },
         required=["scheduled_timestamp"],
-    ),
+    )
+    | {
+        "example": {
+            "scheduled_timestamp": 1748454000,
+            "timezone": "America/New_York",
+            "payload": {"to": "+15551234567"},
+        }
+    },
     "CancelRequest": _object({"reason": {"type": "string", "nullable": True}}, required=[]),
 }
 _SCHEMAS["Call"] = {
@@ -588,6 +606,7 @@ _CALL_ID = {
     "required": True,
     "description": "The call's id",
     "schema": {"type": "string", "minLength": 1, "maxLength": _validation.MAX_ID_LENGTH},
+    "example": "call_bf2a9c7d-4e5f-4318-9b2a-8d7c6e4f1a0b",
 }
 
 
@@ -621,8 +640,13 @@ def openapi_document(server_url: str = "/api") -> dict[str, Any]:
                         "name": "status",
                         "in": "query",
                         "required": False,
-                        "description": "Only calls with this status (repeat or comma-separate for several)",
-                        "schema": {"type": "string", "enum": _STATUSES},
+                        "description": "Only calls with this status; several comma-separated "
+                        "(`pending,failed`) or repeated",
+                        "schema": {
+                            "type": "string",
+                            "pattern": f"^({'|'.join(_STATUSES)})(,({'|'.join(_STATUSES)}))*$",
+                            "example": "pending",
+                        },
                     },
                     {
                         "name": "scheduled_from",

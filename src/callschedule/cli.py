@@ -270,7 +270,7 @@ def serve(
         import uvicorn
 
         from callschedule.asgi import standalone_app
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    except ImportError as exc:
         raise click.ClickException(f"{exc.name} is missing: pip install 'callschedule[server]'") from None
 
     with _open(db) as scheduler:
