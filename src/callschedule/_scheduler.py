@@ -76,7 +76,8 @@ class CallScheduler:
         :param url: ``sqlite:///calls.db``, ``memory://``, ``postgresql://...`` or any URL a
             store plugin accepts.
         :param policy: the scheduling rules (default: :class:`SchedulingPolicy()`).
-        :param clock: the clock (default: the system clock, which freezegun can freeze).
+        :param clock: the clock (default: the store's shared clock if it has one, such as the
+            PostgreSQL server's, else the system clock; freezegun freezes either).
         :param plugins: extra plugin objects or modules to register on this scheduler only.
         :param load_entry_points: also load plugins of the ``callschedule`` entry-point group.
         """
@@ -89,7 +90,7 @@ class CallScheduler:
         return cls(
             store=store,
             policy=policy or SchedulingPolicy(),
-            clock=clock or Clock(),
+            clock=clock or store.clock() or Clock(),
             plugin_manager=pm,
         )
 

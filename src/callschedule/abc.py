@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 
+from callschedule._clock import Clock
 from callschedule._model import ApiKey, Call, Event, ExecutionStatus
 
 
@@ -108,6 +109,15 @@ class Store(abc.ABC):
         default, and workers fall back to a bounded poll. Returns a function that unsubscribes.
         """
         return lambda: None
+
+    def clock(self) -> Clock | None:
+        """The clock every process sharing this store should read, or ``None`` for the local one.
+
+        A store shared by many machines (PostgreSQL) answers its server's clock, so that when
+        machines' clocks disagree one clock still decides when a call is due and when a lease
+        expires. :meth:`CallScheduler.open` uses it unless given a clock.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""

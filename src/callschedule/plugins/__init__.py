@@ -4,6 +4,7 @@
 DEFAULT_PLUGINS = (
     "callschedule.plugins.memory",
     "callschedule.plugins.sqlite",
+    "callschedule.plugins.postgres",
     "callschedule.plugins.auth",
     "callschedule.plugins.executors",
 )

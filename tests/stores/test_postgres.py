@@ -1,0 +1,576 @@
+"""The PostgreSQL store on the server named by CALLSCHEDULE_TEST_POSTGRES_URL.
+
+Each test gets a schema of its own (dropped afterwards), so runs of several people on one server
+never see each other's calls.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import attrs
+import freezegun
+import pytest
+
+import callschedule
+from callschedule import CallScheduler, Conflict, ExecutionStatus, InvalidInput, Source, _events
+from callschedule._model import Call
+
+BASE_URL = os.environ.get("CALLSCHEDULE_TEST_POSTGRES_URL", "")
+
+# psycopg's C extension checks datetime's size on import and the pool's threads time their waits
+# with time.monotonic: neither may see freezegun's fakes.
+freezegun.configure(extend_ignore_list=["psycopg", "psycopg_pool"])
+import psycopg  # noqa: E402
+import psycopg_pool  # noqa: E402,F401
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not BASE_URL, reason="CALLSCHEDULE_TEST_POSTGRES_URL is not set"),
+]
+
+NOW = 1_748_452_000
+NOW_MS = NOW * 1000
+
+
+def with_options(url: str, **options: str) -> str:
+    """``url`` with ``options`` added to its query string."""
+    separator = "&" if "?" in url else "?"
+    return url + separator + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+def admin(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Run one statement on a connection of the test's own, outside any store."""
+    with psycopg.connect(BASE_URL, autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A fresh schema name, dropped with everything in it after the test."""
+    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    yield name
+    admin(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def url(schema: str) -> str:
+    """A store URL on the test's own schema; its connections are named after the schema."""
+    return with_options(BASE_URL, schema=schema, application_name=schema)
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Any]:
+    from callschedule.plugins.postgres import PostgresStore
+
+    store = PostgresStore.from_url(url)
+    yield store
+    store.close()
+
+
+def make_call(call_id: str = "call-1", organization_id: str = "org-a", **changes: Any) -> Call:
+    fields: dict[str, Any] = {
+        "call_id": call_id,
+        "organization_id": organization_id,
+        "scheduled_timestamp": NOW + 600,
+        "timezone": "America/New_York",
+        "payload": {"to": "+15551234567"},
+        "created_at": NOW_MS,
+        "updated_at": NOW_MS,
+    }
+    fields.update(changes)
+    return Call(**fields)
+
+
+def add(store: Any, call: Call) -> Call:
+    assert store.insert_call(call, _events.created(call, NOW_MS, Source.LIBRARY)) == call
+    return call
+
+
+def claim(store: Any, *, now: int = NOW, limit: int = 100, owner: str = "w1") -> list[Call]:
+    result: list[Call] = store.claim_due(
+        now=now, now_ms=now * 1000, limit=limit, lease_owner=owner, lease_expires_at=now * 1000 + 30_000
+    )
+    return result
+
+
+def terminate(application_name: str) -> int:
+    """Cut every server connection opened under ``application_name`` (the test's own only)."""
+    rows = admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = %s AND pid <> pg_backend_pid()",
+        (application_name,),
+    )
+    return len(rows)
+
+
+# -- opening ------------------------------------------------------------------------------------------
+
+
+def test_open_by_url_through_the_plugin_hook(url: str) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    for scheme_url in (url, "postgres://" + url.split("://", 1)[1]):
+        with CallScheduler.open(scheme_url) as scheduler:
+            assert isinstance(scheduler.store, PostgresStore)
+
+
+def test_first_open_creates_the_schema_and_records_its_version(store: Any, schema: str) -> None:
+    from callschedule.plugins.postgres import SCHEMA_VERSION
+
+    assert store.schema_version() == SCHEMA_VERSION
+    rows = admin(f'SELECT version, name FROM "{schema}".callschedule_migrations ORDER BY version')
+    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_reopening_keeps_the_data_and_applies_nothing_twice(url: str, schema: str) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    first = PostgresStore.from_url(url)
+    add(first, make_call())
+    first.close()
+    again = PostgresStore.from_url(url)
+    try:
+        assert again.get_call("org-a", "call-1") == make_call()
+    finally:
+        again.close()
+    assert len(admin(f'SELECT 1 FROM "{schema}".callschedule_migrations')) == 1
+
+
+def test_many_processes_opening_a_new_database_at_once_all_succeed(url: str, schema: str) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from callschedule.plugins.postgres import PostgresStore
+        store = PostgresStore.from_url(sys.argv[1])
+        print(store.schema_version())
+        store.close()
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, url], env=_subprocess_env(), stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    try:
+        outputs = [p.communicate(timeout=30)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    assert outputs == ["1"] * 4
+    assert len(admin(f'SELECT 1 FROM "{schema}".callschedule_migrations')) == 1
+
+
+def test_a_schema_newer_than_the_code_is_refused(store: Any, url: str, schema: str) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    admin(f"INSERT INTO \"{schema}\".callschedule_migrations (version, name) VALUES (999, 'future')")
+    with pytest.raises(callschedule.CallScheduleError, match="newer than this callschedule"):
+        PostgresStore.from_url(url)
+
+
+def test_migrate_false_refuses_an_out_of_date_schema(url: str, schema: str) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    admin(f'CREATE SCHEMA "{schema}"')
+    with pytest.raises(callschedule.CallScheduleError, match="migrate=true"):
+        PostgresStore.from_url(with_options(url, migrate="false"))
+    PostgresStore.from_url(url).close()
+    PostgresStore.from_url(with_options(url, migrate="false")).close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"clock": "sundial"}, {"migrate": "maybe"}, {"pool_max_size": "lots"}, {"pool_min_size": "0"}],
+)
+def test_bad_url_options_are_refused_naming_the_url(url: str, options: dict[str, str]) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    with pytest.raises(InvalidInput) as caught:
+        PostgresStore.from_url(with_options(url, **options))
+    assert caught.value.field == "url"
+
+
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(callschedule.__file__).parents[1])
+    return env
+
+
+def test_the_core_works_without_psycopg_and_says_which_extra_is_missing(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys, time
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("psycopg", "psycopg_pool"):
+                    raise ImportError("no psycopg here")
+        sys.meta_path.insert(0, Block())
+        from callschedule import CallScheduler
+        with CallScheduler.open(sys.argv[1]) as scheduler:
+            scheduler.create_call(organization_id="org", scheduled_timestamp=int(time.time()) + 3600)
+        assert "psycopg" not in sys.modules
+        try:
+            CallScheduler.open("postgresql://nobody@127.0.0.1/none")
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'calls.db'}"],
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "pip install 'callschedule[postgres]'" in result.stdout
+
+
+# -- data round-trips ---------------------------------------------------------------------------------
+
+
+def test_payload_with_any_json_and_unicode_round_trips(store: Any) -> None:
+    payload = {"nul": "a\u0000b", "emoji": "☎️", "big": 2**62, "float": 0.1, "list": [None, True, {}]}
+    call = add(store, make_call(payload=payload, outcome={"answered": False}))
+    assert store.get_call("org-a", "call-1") == call
+
+
+def test_call_ids_order_by_code_point_like_the_other_stores(store: Any) -> None:
+    for call_id in ("b", "B", "a-2", "a2", "é", "z"):
+        add(store, make_call(call_id=call_id, scheduled_timestamp=NOW))
+    listed = [c.call_id for c in store.list_calls("org-a")]
+    assert listed == sorted(listed) == ["B", "a-2", "a2", "b", "z", "é"]
+    page = store.list_calls("org-a", after=(NOW, "a2"), limit=2)
+    assert [c.call_id for c in page] == ["b", "z"]
+
+
+# -- racing writers -----------------------------------------------------------------------------------
+
+
+def test_of_32_threads_racing_to_move_one_call_exactly_one_wins(store: Any) -> None:
+    call = add(store, make_call())
+    barrier = threading.Barrier(32)
+
+    def race(n: int) -> bool:
+        new = attrs.evolve(call, scheduled_timestamp=NOW + 1000 + n, version=2)
+        event = _events.rescheduled(
+            new, call.scheduled_timestamp, new.scheduled_timestamp, NOW_MS, Source.API
+        )
+        barrier.wait()
+        try:
+            store.update_call(new, 1, [event])
+        except Conflict:
+            return False
+        return True
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(race, range(32)))
+    assert results.count(True) == 1
+    winner = store.get_call("org-a", "call-1")
+    assert winner.version == 2
+    events = store.events("org-a", "call-1")
+    assert len(events) == 2
+    assert events[1].data["new_scheduled_timestamp"] == winner.scheduled_timestamp
+
+
+def test_a_claim_and_a_reschedule_racing_for_one_call_never_both_win(store: Any) -> None:
+    outcomes = []
+    for n in range(20):
+        call = add(store, make_call(call_id=f"c{n}", scheduled_timestamp=NOW))
+        barrier = threading.Barrier(2)
+
+        def move(call: Call = call, barrier: threading.Barrier = barrier) -> str:
+            new = attrs.evolve(call, scheduled_timestamp=NOW + 900, version=2)
+            barrier.wait()
+            try:
+                store.update_call(new, 1, [])
+            except Conflict:
+                return "conflict"
+            return "moved"
+
+        def take(barrier: threading.Barrier = barrier) -> list[Call]:
+            barrier.wait()
+            return claim(store)
+
+        with ThreadPoolExecutor(2) as pool:
+            moved, claimed = pool.submit(move), pool.submit(take)
+            outcome = (moved.result(), [c.call_id for c in claimed.result()])
+        assert outcome in (("moved", []), ("conflict", [f"c{n}"]))
+        stored = store.get_call("org-a", f"c{n}")
+        expected = ExecutionStatus.PENDING if outcome[0] == "moved" else ExecutionStatus.IN_PROGRESS
+        assert stored.execution_status is expected
+        outcomes.append(outcome[0])
+
+
+@pytest.mark.slow
+def test_four_processes_claiming_at_once_take_each_call_exactly_once(store: Any, url: str) -> None:
+    for n in range(400):
+        add(store, make_call(call_id=f"c{n:04}", scheduled_timestamp=NOW - n % 50))
+    script = textwrap.dedent(
+        """
+        import sys
+        from callschedule.plugins.postgres import PostgresStore
+        store = PostgresStore.from_url(sys.argv[1])
+        now = int(sys.argv[2])
+        while batch := store.claim_due(now=now, now_ms=now * 1000, limit=7,
+                                       lease_owner=sys.argv[3], lease_expires_at=now * 1000 + 60_000):
+            for call in batch:
+                print(call.call_id, call.attempts, call.lease_owner)
+        store.close()
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, url, str(NOW), f"p{i}"],
+            env=_subprocess_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
+    try:
+        outputs = [p.communicate(timeout=50)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    lines = [line.split() for out in outputs for line in out.splitlines()]
+    claimed = sorted(call_id for call_id, _, _ in lines)
+    assert claimed == [f"c{n:04}" for n in range(400)]
+    assert {attempt for _, attempt, _ in lines} == {"1"}
+    stored = store.list_calls("org-a", limit=1000)
+    assert all(c.execution_status is ExecutionStatus.IN_PROGRESS for c in stored)
+    owners = {call_id: owner for call_id, _, owner in lines}
+    assert all(c.lease_owner == owners[c.call_id] for c in stored)
+    # One claimed event per call, naming the process that holds it.
+    for c in stored[:25]:
+        events = store.events("org-a", c.call_id)
+        assert [e.type.value for e in events] == ["created", "claimed"]
+        assert events[1].data["lease_owner"] == owners[c.call_id]
+
+
+# -- notifications --------------------------------------------------------------------------------------
+
+
+class Heard:
+    """Collects the timestamps a subscription delivers."""
+
+    def __init__(self) -> None:
+        self.timestamps: list[int] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, timestamp: int) -> None:
+        with self.changed:
+            self.timestamps.append(timestamp)
+            self.changed.notify_all()
+
+    def wait_for(self, timestamp: int, timeout: float = 10) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: timestamp in self.timestamps, timeout=timeout)
+
+
+@pytest.fixture
+def other_store(url: str) -> Iterator[Any]:
+    """A second store on the same schema: what another process would have."""
+    from callschedule.plugins.postgres import PostgresStore
+
+    store = PostgresStore.from_url(url)
+    yield store
+    store.close()
+
+
+def test_another_process_creating_moving_or_retrying_a_call_wakes_subscribers(
+    store: Any, other_store: Any
+) -> None:
+    heard = Heard()
+    unsubscribe = store.subscribe_due(heard)
+    try:
+        _wait_listening(store)
+        call = add(other_store, make_call(scheduled_timestamp=NOW + 111))
+        assert heard.wait_for(NOW + 111)
+        moved = attrs.evolve(call, scheduled_timestamp=NOW + 222, version=2)
+        other_store.update_call(moved, 1, [])
+        assert heard.wait_for(NOW + 222)
+        [claimed] = claim(other_store, now=NOW + 300)
+        retry = attrs.evolve(
+            claimed,
+            execution_status=ExecutionStatus.PENDING,
+            scheduled_timestamp=NOW + 333,
+            version=claimed.version + 1,
+        )
+        other_store.update_call(retry, claimed.version, [])
+        assert heard.wait_for(NOW + 333)
+    finally:
+        unsubscribe()
+
+
+def test_changes_that_leave_no_pending_call_notify_nobody(store: Any, other_store: Any) -> None:
+    call = add(other_store, make_call(scheduled_timestamp=NOW + 5))
+    heard = Heard()
+    unsubscribe = store.subscribe_due(heard)
+    try:
+        _wait_listening(store)
+        assert heard.wait_for(NOW + 5)  # the earliest pending time, told on connecting
+        cancelled = attrs.evolve(call, execution_status=ExecutionStatus.CANCELLED, version=2)
+        other_store.update_call(cancelled, 1, [])
+        add(other_store, make_call(call_id="marker", scheduled_timestamp=NOW + 77))
+        assert heard.wait_for(NOW + 77)
+        assert heard.timestamps == [NOW + 5, NOW + 77]
+    finally:
+        unsubscribe()
+
+
+def test_an_uncommitted_change_notifies_nobody(store: Any, other_store: Any) -> None:
+    heard = Heard()
+    unsubscribe = store.subscribe_due(heard)
+    try:
+        _wait_listening(store)
+        add(other_store, make_call(call_id="a", scheduled_timestamp=NOW + 1))
+        assert heard.wait_for(NOW + 1)
+        stale = attrs.evolve(make_call(call_id="a"), scheduled_timestamp=NOW + 2, version=5)
+        with pytest.raises(Conflict):
+            other_store.update_call(stale, 4, [])
+        add(other_store, make_call(call_id="b", scheduled_timestamp=NOW + 3))
+        assert heard.wait_for(NOW + 3)
+        assert NOW + 2 not in heard.timestamps
+    finally:
+        unsubscribe()
+
+
+def _wait_listening(store: Any) -> None:
+    listener = store._listener
+    assert listener is not None and listener.connected.wait(10), "LISTEN connection never came up"
+
+
+def _listen_backend_pids(schema: str) -> list[int]:
+    rows = admin(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()",
+        (f'LISTEN "callschedule_due_{schema}"%',),
+    )
+    return [r[0] for r in rows]
+
+
+def test_the_listener_reconnects_after_its_connection_is_cut(
+    store: Any, other_store: Any, schema: str
+) -> None:
+    heard = Heard()
+    unsubscribe = store.subscribe_due(heard)
+    try:
+        _wait_listening(store)
+        [pid] = _listen_backend_pids(schema)
+        add(other_store, make_call(call_id="before", scheduled_timestamp=NOW + 10))
+        assert heard.wait_for(NOW + 10)
+        admin("SELECT pg_terminate_backend(%s)", (pid,))
+        # While it is away, a call appears: its time comes on reconnecting, as the earliest due.
+        add(other_store, make_call(call_id="away", scheduled_timestamp=NOW + 1))
+        assert heard.wait_for(NOW + 1)
+        _wait_listening(store)
+        assert _listen_backend_pids(schema) != [pid]
+        add(other_store, make_call(call_id="after", scheduled_timestamp=NOW + 20))
+        assert heard.wait_for(NOW + 20)
+    finally:
+        unsubscribe()
+    assert not store.listening
+
+
+# -- a dead connection ------------------------------------------------------------------------------------
+
+
+def test_the_pool_replaces_connections_cut_by_the_server(store: Any, schema: str) -> None:
+    add(store, make_call(call_id="a"))
+    with ThreadPoolExecutor(4) as pool:  # open a few connections
+        list(pool.map(lambda _: store.get_call("org-a", "a"), range(8)))
+    assert terminate(schema) >= 1
+    add(store, make_call(call_id="b"))
+    assert [c.call_id for c in store.list_calls("org-a")] == ["a", "b"]
+    [claimed] = claim(store, now=NOW + 600, limit=1)
+    assert claimed.call_id == "a"
+    assert terminate(schema) >= 1
+    assert [c.call_id for c in claim(store, now=NOW + 600)] == ["b"]
+    assert [e.type.value for e in store.events("org-a", "a")] == ["created", "claimed"]
+
+
+def test_a_write_whose_connection_dies_before_commit_runs_again_once(store: Any, schema: str) -> None:
+    call = add(store, make_call())
+    moved = attrs.evolve(call, scheduled_timestamp=NOW + 900, version=2)
+    cut = []
+    original = store._insert_events
+
+    def insert_events_then_lose_the_connection(conn: Any, events: Any) -> None:
+        original(conn, events)
+        if not cut:
+            cut.append(conn.info.backend_pid)
+            admin("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+    store._insert_events = insert_events_then_lose_the_connection
+    event = _events.rescheduled(moved, call.scheduled_timestamp, NOW + 900, NOW_MS, Source.API)
+    assert store.update_call(moved, 1, [event]) == moved
+    assert cut
+    assert store.get_call("org-a", "call-1") == moved
+    assert store.events("org-a", "call-1")[1:] == [event]
+
+
+# -- the clock -------------------------------------------------------------------------------------------
+
+
+def test_a_scheduler_opened_on_postgres_reads_the_database_clock(url: str) -> None:
+    from callschedule.plugins.postgres import DatabaseClock
+
+    with CallScheduler.open(url) as scheduler:
+        assert isinstance(scheduler.clock, DatabaseClock)
+    with CallScheduler.open(with_options(url, clock="local")) as scheduler:
+        assert type(scheduler.clock) is callschedule.Clock
+
+
+def test_the_database_clock_on_one_machine_is_the_frozen_local_clock(url: str) -> None:
+    from freezegun import freeze_time
+
+    with freeze_time("2025-05-28 17:06:40"), CallScheduler.open(url) as scheduler:
+        call = scheduler.create_call(organization_id="org", scheduled_timestamp=NOW + 3600)
+        assert call.created_at == NOW_MS
+        assert scheduler.clock.now_s() == NOW
+
+
+def test_the_database_clock_adds_an_offset_larger_than_its_measurement_error() -> None:
+    from freezegun import freeze_time
+
+    from callschedule.plugins.postgres import DatabaseClock
+
+    readings = iter([(-42.5, 0.002), (0.0007, 0.0002), (0.003, 0.004)])
+    clock = DatabaseClock(lambda: next(readings), refresh_every=0.0)
+    with freeze_time("2025-05-28 17:06:40"):
+        assert clock.now_ms() == NOW_MS - 42_500  # a machine 42.5 s ahead of the server
+        assert clock.now_ms() == NOW_MS  # 0.7 ms: within 1 ms + half the round trip
+        assert clock.now_s() == NOW  # 3 ms measured over a 4 ms round trip: noise
+
+
+def test_the_database_clock_keeps_its_last_offset_while_the_server_is_away() -> None:
+    from freezegun import freeze_time
+
+    from callschedule.plugins.postgres import DatabaseClock
+
+    server_up = [True]
+
+    def measure() -> tuple[float, float]:
+        if not server_up[0]:
+            raise psycopg.OperationalError("server closed the connection")
+        return 10.0, 0.001
+
+    clock = DatabaseClock(measure)
+    with freeze_time("2025-05-28 17:06:40"):
+        clock.refresh()
+        server_up[0] = False
+        clock.refresh()
+        assert clock.now_s() == NOW + 10
