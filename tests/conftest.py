@@ -8,7 +8,19 @@ import pytest
 
 pytest.register_assert_rewrite("callschedule.testing")
 
+import freezegun  # noqa: E402
 from freezegun import freeze_time  # noqa: E402
+
+# The PostgreSQL store's driver must not see freezegun's fakes: psycopg's C extension checks the
+# size of datetime's types when it is imported, and the pool's threads time their waits with
+# time.monotonic (frozen, they hang for seconds on close). So import it before any clock is
+# frozen, and let it read the real time; the scheduler's clock stays frozen.
+freezegun.configure(extend_ignore_list=["psycopg", "psycopg_pool"])
+try:
+    import psycopg  # noqa: F401
+    import psycopg_pool  # noqa: F401
+except ImportError:  # the postgres extra is not installed: its tests skip
+    pass
 
 from callschedule import CallScheduler  # noqa: E402
 

@@ -18,20 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import freezegun
+import psycopg
 import pytest
 
 import callschedule
 from callschedule import CallScheduler, Conflict, ExecutionStatus, InvalidInput, Source, _events
 from callschedule._model import Call
+from callschedule.abc import Store
+from callschedule.testing import StoreConformance
 
 BASE_URL = os.environ.get("CALLSCHEDULE_TEST_POSTGRES_URL", "")
-
-# psycopg's C extension checks datetime's size on import and the pool's threads time their waits
-# with time.monotonic: neither may see freezegun's fakes.
-freezegun.configure(extend_ignore_list=["psycopg", "psycopg_pool"])
-import psycopg  # noqa: E402
-import psycopg_pool  # noqa: E402,F401
 
 pytestmark = [
     pytest.mark.postgres,
@@ -76,6 +72,18 @@ def store(url: str) -> Iterator[Any]:
     store = PostgresStore.from_url(url)
     yield store
     store.close()
+
+
+class TestPostgresStore(StoreConformance):
+    """The conformance suite every store passes, on the real server."""
+
+    @pytest.fixture
+    def store(self, url: str) -> Iterator[Store]:
+        from callschedule.plugins.postgres import PostgresStore
+
+        store = PostgresStore.from_url(url)
+        yield store
+        store.close()
 
 
 def make_call(call_id: str = "call-1", organization_id: str = "org-a", **changes: Any) -> Call:
