@@ -323,6 +323,32 @@ def test_a_claim_and_a_reschedule_racing_for_one_call_never_both_win(store: Any)
         outcomes.append(outcome[0])
 
 
+def test_racing_claims_with_an_organization_limit_never_exceed_it(store: Any) -> None:
+    for org in ("org-a", "org-b"):
+        for n in range(30):
+            add(store, make_call(call_id=f"c{n:02}", organization_id=org, scheduled_timestamp=NOW - n))
+    barrier = threading.Barrier(8)
+
+    def race(n: int) -> list[Call]:
+        barrier.wait()
+        return list(
+            store.claim_due(
+                now=NOW,
+                now_ms=NOW_MS,
+                limit=2,
+                lease_owner=f"w{n}",
+                lease_expires_at=NOW_MS + 30_000,
+                organization_limit=3,
+            )
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        claimed = [c for got in pool.map(race, range(8)) for c in got]
+    by_org = sorted((c.organization_id, c.call_id) for c in claimed)
+    # Each organization's three earliest, once each, whoever won them.
+    assert by_org == [(org, f"c{n}") for org in ("org-a", "org-b") for n in (27, 28, 29)]
+
+
 @pytest.mark.slow
 def test_four_processes_claiming_at_once_take_each_call_exactly_once(store: Any, url: str) -> None:
     for n in range(400):

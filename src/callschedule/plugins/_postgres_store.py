@@ -669,19 +669,46 @@ class PostgresStore(Store):
         ]
 
     def claim_due(
-        self, *, now: int, now_ms: int, limit: int, lease_owner: str, lease_expires_at: int
+        self,
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
     ) -> list[Call]:
+        if organization_limit is None:
+            # Concurrent claimers skip each other's locked rows and take disjoint calls.
+            due = (
+                " SELECT organization_id, call_id FROM {calls}"
+                " WHERE execution_status = 'pending' AND scheduled_timestamp <= %(now)s"
+                " ORDER BY scheduled_timestamp, call_id LIMIT %(limit)s"
+                " FOR UPDATE SKIP LOCKED"
+            )
+        else:
+            # Each organization's earliest due calls, as many as its limit leaves room for.
+            # Limited claims take turns (an advisory lock below), so each counts the calls in
+            # progress after the previous one committed; the UPDATE re-checks each row.
+            due = (
+                " SELECT ranked.organization_id, ranked.call_id FROM ("
+                "  SELECT organization_id, call_id, scheduled_timestamp, ROW_NUMBER() OVER ("
+                "   PARTITION BY organization_id ORDER BY scheduled_timestamp, call_id) AS n"
+                "  FROM {calls} WHERE execution_status = 'pending'"
+                "  AND scheduled_timestamp <= %(now)s) AS ranked"
+                " LEFT JOIN (SELECT organization_id, COUNT(*) AS busy FROM {calls}"
+                "  WHERE execution_status = 'in_progress' GROUP BY organization_id) AS running"
+                " ON running.organization_id = ranked.organization_id"
+                " WHERE ranked.n + COALESCE(running.busy, 0) <= %(organization_limit)s"
+                " ORDER BY ranked.scheduled_timestamp, ranked.call_id LIMIT %(limit)s"
+            )
         query = self._q(
-            "WITH due AS ("
-            " SELECT organization_id, call_id FROM {calls}"
-            " WHERE execution_status = 'pending' AND scheduled_timestamp <= %(now)s"
-            " ORDER BY scheduled_timestamp, call_id LIMIT %(limit)s"
-            " FOR UPDATE SKIP LOCKED"
-            ") "
+            "WITH due AS (" + due + ") "
             "UPDATE {calls} AS c SET execution_status = 'in_progress', attempts = c.attempts + 1, "
             "version = c.version + 1, lease_owner = %(owner)s, lease_expires_at = %(expires)s, "
             "updated_at = %(now_ms)s "
             "FROM due WHERE c.organization_id = due.organization_id AND c.call_id = due.call_id "
+            "AND c.execution_status = 'pending' AND c.scheduled_timestamp <= %(now)s "
             "RETURNING " + ", ".join(f"c.{c.strip()}" for c in _CALL_COLUMNS.split(","))
         )
         params = {
@@ -690,9 +717,15 @@ class PostgresStore(Store):
             "owner": lease_owner,
             "expires": lease_expires_at,
             "now_ms": now_ms,
+            "organization_limit": organization_limit,
         }
 
         def work(conn: psycopg.Connection[Any]) -> list[Call]:
+            if organization_limit is not None:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    [f"callschedule-limited-claim:{self.schema}"],
+                )
             rows = conn.execute(query, params).fetchall()
             # RETURNING keeps no order; callers get the earliest first.
             claimed = sorted(
