@@ -313,3 +313,17 @@ def test_python_dash_m_runs_the_command() -> None:
     for command in ("keys", "serve", "worker", "create", "list", "show", "reschedule", "cancel",
                     "events", "import"):  # fmt: skip
         assert command in result.stdout
+
+
+def test_webhook_worker_without_a_url_is_refused(db: str) -> None:
+    result = run("worker", "--db", db, "--executor", "webhook", ok=False)
+
+    assert result.exit_code == 1
+    assert "url" in result.stderr
+
+
+def test_unknown_executor_is_refused(db: str) -> None:
+    result = run("worker", "--db", db, "--executor", "carrier-pigeon", ok=False)
+
+    assert result.exit_code == 1
+    assert "carrier-pigeon" in result.stderr

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -133,3 +134,72 @@ def test_serve_stops_cleanly_on_sigterm(server: tuple[str, subprocess.Popen[byte
     process.send_signal(signal.SIGTERM)
 
     assert process.wait(timeout=30) == 0, (folder / "serve.log").read_text()
+
+
+def _wait_for_status(
+    client: httpx.Client, call_id: str, status: str, deadline_s: float = 30.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        call: dict[str, Any] = client.get(f"/calls/{call_id}").json()["data"]["call"]
+        if call["metadata"]["execution_status"] == status:
+            return call
+        assert time.monotonic() < deadline, f"call still {call['metadata']['execution_status']}"
+        time.sleep(0.1)
+
+
+def test_serve_runs_a_worker_that_executes_due_calls(
+    server: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    base, process, folder = server
+    key = json.loads(_cli(folder, "keys", "create", "--org", "org-789", "--json").stdout)
+    headers = {"X-API-KEY": key["api_key"], "X-API-SECRET": key["api_secret"]}
+
+    with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+        created = client.post("/calls", json={"scheduled_timestamp": int(time.time()) + 1})
+        call_id = created.json()["data"]["call"]["call_id"]
+        done = _wait_for_status(client, call_id, "completed")
+
+    assert [e["event"] for e in done["events"]] == [
+        "Call scheduled via api",
+        "Call claimed by a worker",
+        "Call completed",
+    ]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert f"callschedule: dialling {call_id}" in (folder / "serve.log").read_text()
+
+
+def test_worker_command_executes_due_calls_and_stops_on_sigterm(tmp_path: Path) -> None:
+    db = str(tmp_path / "calls.db")
+    created = json.loads(
+        _cli(tmp_path, "create", "--db", db, "--org", "org-789", "--at", "+1s", "--json").stdout
+    )
+    call_id = created["call"]["call_id"]
+    log = (tmp_path / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callschedule", "worker", "--db", db, "--concurrency", "2"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            shown = json.loads(
+                _cli(tmp_path, "show", call_id, "--db", db, "--org", "org-789", "--json").stdout
+            )
+            if shown["call"]["metadata"]["execution_status"] == "completed":
+                break
+            assert process.poll() is None, (tmp_path / "worker.log").read_text()
+            assert time.monotonic() < deadline, "the worker did not run the call in time"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        log.close()
+    assert f"callschedule: dialling {call_id}" in (tmp_path / "worker.log").read_text()

@@ -276,7 +276,7 @@ def serve(
     with _open(db) as scheduler:
         worker = None
         worker_thread = None
-        if not no_worker and hasattr(scheduler, "worker"):
+        if not no_worker:
             worker = scheduler.worker(
                 executor=executor,
                 executor_options=_executor_options(url, secret),
@@ -327,8 +327,6 @@ def serve(
 def worker(db: str, executor: str, url: str | None, secret: str | None, concurrency: int) -> None:
     """Run a worker: hand each due call to the executor, until SIGINT or SIGTERM."""
     with _open(db) as scheduler:
-        if not hasattr(scheduler, "worker"):
-            raise click.ClickException("this version of callschedule has no worker yet")
         running = scheduler.worker(
             executor=executor,
             executor_options=_executor_options(url, secret),
