@@ -50,14 +50,20 @@ def when(timestamp: float) -> dt.datetime:
 
 
 def bulk_add(
-    sched: Any, count: int, *, first_due: float, spread: float = 0.0, func: Any = record
+    sched: Any,
+    count: int,
+    *,
+    first_due: float,
+    spread: float = 0.0,
+    func: Any = record,
+    whole_seconds: bool = False,
 ) -> list[str]:
     """Put ``count`` date-triggered jobs into the started scheduler's job store in one transaction.
 
     A setup shortcut, not a measure: one job goes through ``add_job``, the others are copies of its
     pickled state with their own id and run time, inserted with one ``executemany``, exactly the
     rows ``add_job`` would have written. Job ``i`` runs at ``first_due + i * spread / count`` and is
-    called with its id. Returns the ids.
+    called with its id (``first_due + (i * spread) // count`` with ``whole_seconds``). Returns the ids.
     """
     from apscheduler.triggers.date import DateTrigger
     from apscheduler.util import datetime_to_utc_timestamp
@@ -73,7 +79,8 @@ def bulk_add(
     rows, ids = [], []
     for i in range(count):
         job_id = f"j{i:07d}"
-        run_at = when(first_due + (i * spread / count if count else 0.0))
+        offset = ((i * int(spread)) // count if whole_seconds else i * spread / count) if count else 0
+        run_at = when(first_due + offset)
         job_state = dict(state)
         job_state.update(
             id=job_id, args=(job_id,), trigger=DateTrigger(run_date=run_at), next_run_time=run_at

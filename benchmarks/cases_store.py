@@ -119,10 +119,20 @@ def b2_lib(workdir: Path, n: int, synchronous: str = "full", stored: int = 0) ->
     table, are moved (B5).
     """
     path = workdir / "b2-lib.db"
-    due = int(time.time()) + AHEAD
-    ids = bulk_load_calls(path, max(n, stored), first_due=due, spread=3600)
+    bulk_load_calls(path, max(n, stored), first_due=int(time.time()) + AHEAD, spread=3600)
+    return b2_lib_on(path, n, synchronous)
+
+
+def b2_lib_on(path: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
+    """``reschedule`` ``n`` of the calls already in ``path``, spread evenly over the table."""
+    with sqlite3.connect(str(path)) as conn:
+        ids = [
+            r[0] for r in conn.execute("SELECT call_id FROM calls WHERE call_id LIKE 'c%' ORDER BY call_id")
+        ]
+    conn.close()
     step = max(1, len(ids) // n)
     targets = ids[::step][:n]
+    due = int(time.time()) + AHEAD
     with _open(path, synchronous) as scheduler:
         reschedule = scheduler.reschedule
         with Timer() as t:

@@ -29,8 +29,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: The callschedule measured: this checkout's, or another's named by CALLSCHEDULE_BENCH_SRC.
+SRC = Path(os.environ.get("CALLSCHEDULE_BENCH_SRC", ROOT / "src")).resolve()
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(SRC))
 
 from _common import machine, median, versions  # noqa: E402
 
@@ -69,6 +71,7 @@ class Measure:
     variants: list[Variant]
     rows: Callable[[dict[str, list[dict[str, Any]]]], list[Row]]
     reps: int | None = None  # None: the run's default
+    prepare: Variant | None = None  # run once before the repetitions (a shared fixture)
 
 
 # -- running children --------------------------------------------------------------------------
@@ -77,7 +80,7 @@ class Measure:
 def run_child(variant: Variant, workdir: Path) -> dict[str, Any]:
     """Run one variant in a fresh interpreter; its figures, or ``{"error": ...}``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(HERE), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HERE), env.get("PYTHONPATH", "")])
     cmd = [
         sys.executable,
         str(HERE / "run.py"),
@@ -111,6 +114,17 @@ def run_measure(measure: Measure, reps: int, base: Path, log: Callable[[str], No
     """Run the measure's variants interleaved ``reps`` times; its rows."""
     results: dict[str, list[dict[str, Any]]] = {v.key: [] for v in measure.variants}
     skipped = {v.key: v.available() for v in measure.variants}
+    shared = base / f"{measure.id}-shared"
+    shared.mkdir(exist_ok=True)
+    if measure.prepare is not None:
+        started = time.perf_counter()
+        prepared = run_child(_with_base(measure.prepare, shared), shared)
+        log(
+            f"  {measure.id} prepare: {prepared.get('error') or _short(prepared)} "
+            f"({time.perf_counter() - started:.1f}s)"
+        )
+        if "error" in prepared:
+            skipped = {key: f"prepare failed: {prepared['error']}" for key in skipped}
     for rep in range(measure.reps or reps):
         for variant in measure.variants:
             if skipped[variant.key]:
@@ -118,12 +132,21 @@ def run_measure(measure: Measure, reps: int, base: Path, log: Callable[[str], No
                 continue
             workdir = Path(tempfile.mkdtemp(prefix=f"{measure.id}-{variant.key}-", dir=base))
             started = time.perf_counter()
-            result = run_child(variant, workdir)
+            result = run_child(_with_base(variant, shared), workdir)
             _rmtree(workdir)
             results[variant.key].append(result)
             shown = result.get("error") or _short(result)
             log(f"  {measure.id} {variant.key} rep {rep + 1}: {shown} ({time.perf_counter() - started:.1f}s)")
+    _rmtree(shared)
     return measure.rows(results)
+
+
+def _with_base(variant: Variant, shared: Path) -> Variant:
+    """The variant with ``{shared}`` in its string arguments replaced by the measure's shared folder."""
+    kwargs = {
+        k: v.replace("{shared}", str(shared)) if isinstance(v, str) else v for k, v in variant.kwargs.items()
+    }
+    return Variant(variant.key, variant.target, kwargs, variant.available)
 
 
 def _short(result: dict[str, Any]) -> str:
@@ -251,6 +274,125 @@ def http_rows(n: int, res: dict[str, list[dict[str, Any]]]) -> list[Row]:
     ]
 
 
+def _has_worker() -> str | None:
+    from callschedule import CallScheduler
+
+    return None if hasattr(CallScheduler, "worker") else "no worker in this version of callschedule"
+
+
+def lateness_cell(results: list[dict[str, Any]]) -> str:
+    """p50 / p99 / max lateness, misses and duplicates (summed over the repetitions)."""
+    misses = sum(r.get("misses", 0) for r in results)
+    dups = sum(r.get("duplicates", 0) for r in results)
+    cell = (
+        f"p50 {num(figure(results, 'p50_ms'), 'ms')} / p99 {num(figure(results, 'p99_ms'), 'ms')} / "
+        f"max {num(figure(results, 'max_ms'), 'ms')}; {misses} missed, {dups} duplicated"
+    )
+    if any("claimed_events" in r for r in results):
+        claimed = min(r.get("claimed_events", 0) for r in results)
+        completed = min(r.get("completed_events", 0) for r in results)
+        cell += f"; events: {claimed:,} claimed, {completed:,} completed"
+    return cell
+
+
+def _clean(results: list[dict[str, Any]], n: int) -> bool:
+    """No misses, no duplicates and (for callschedule) every claim and completion logged."""
+    return all(
+        r.get("misses", 1) == 0
+        and r.get("duplicates", 1) == 0
+        and r.get("claimed_events", n) >= n
+        and r.get("completed_events", n) >= n
+        for r in results
+    )
+
+
+def b3_rows(n: int, threads: int, res: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    """B3: lateness of calls due over 2 s, ours against APScheduler's."""
+    ours, ref = res["lib"], res["aps"]
+    r = ratio(ours, ref, "p99_ms")
+    err = errors(ours, ref)
+    ok = None if r != r else (r <= 1.0 and _clean(ours, n))
+    return [
+        Row(
+            "B3",
+            f"{n:,} calls due over 2 s (whole seconds), one worker, {threads} threads: lateness",
+            lateness_cell(ours),
+            f"APScheduler: {lateness_cell(ref)}",
+            f"p99 {r:.2f}x" if r == r else "n/a",
+            "p99 <= APScheduler's; 0 missed, 0 duplicated",
+            f"error: {err}" if err else verdict(ok),
+        )
+    ]
+
+
+def b4_rows(n: int, threads: int, res: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    """B4: calls/s and p99 lateness for calls due at one instant."""
+    ours, ref = res["lib"], res["aps"]
+    r = ratio(ours, ref, "calls_per_s")
+    lat = ratio(ours, ref, "p99_ms")
+    err = errors(ours, ref)
+    rate = figure(ours, "calls_per_s")
+    return [
+        Row(
+            "B4",
+            f"{n:,} calls due at one instant, no-op executor, one worker, {threads} threads: calls/s "
+            "until all completed with their events",
+            num(rate, "/s"),
+            f"APScheduler: {num(figure(ref, 'calls_per_s'), '/s')}",
+            f"{r:.2f}x" if r == r else "n/a",
+            ">= 8,000/s and >= 3x",
+            f"error: {err}"
+            if err
+            else verdict(None if r != r else r >= 3 and rate >= 8000 and _clean(ours, n)),
+        ),
+        Row(
+            "B4",
+            "the same: lateness",
+            lateness_cell(ours),
+            f"APScheduler: {lateness_cell(ref)}",
+            f"p99 {lat:.2f}x" if lat == lat else "n/a",
+            "p99 <= APScheduler's / 3",
+            f"error: {err}" if err else verdict(None if lat != lat else lat <= 1 / 3),
+        ),
+    ]
+
+
+def b5_rows(n: int, stored: int, res: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    """B5: B2 and B4 among ``stored`` calls against the same with ``n`` stored; the worker's RSS."""
+    rows = []
+    for what, big, small, key, unit in (
+        (f"B2 (reschedule {n:,})", "b2-big", "b2-small", "ops_per_s", "/s"),
+        (f"B4 ({n:,} due at once)", "b4-big", "b4-small", "calls_per_s", "/s"),
+    ):
+        r = ratio(res[big], res[small], key)
+        err = errors(res[big], res[small])
+        rows.append(
+            Row(
+                "B5",
+                f"{what} with {stored:,} calls stored",
+                num(figure(res[big], key), unit),
+                f"the same with {n:,} stored: {num(figure(res[small], key), unit)}",
+                f"{r:.2f}x" if r == r else "n/a",
+                ">= 0.80x",
+                f"error: {err}" if err else verdict(None if r != r else r >= 0.8),
+            )
+        )
+    r = ratio(res["b4-big"], res["b4-small"], "peak_rss_mib")
+    err = errors(res["b4-big"], res["b4-small"])
+    rows.append(
+        Row(
+            "B5",
+            f"worker process peak RSS, B4 with {stored:,} calls stored",
+            num(figure(res["b4-big"], "peak_rss_mib"), " MiB"),
+            f"with {n:,} stored: {num(figure(res['b4-small'], 'peak_rss_mib'), ' MiB')}",
+            f"{r:.2f}x" if r == r else "n/a",
+            "flat (<= 1.20x)",
+            f"error: {err}" if err else verdict(None if r != r else r <= 1.2),
+        )
+    )
+    return rows
+
+
 # -- the measures -------------------------------------------------------------------------------
 
 
@@ -338,6 +480,57 @@ def measures(quick: bool) -> list[Measure]:
                 res,
                 [("raw", "raw sqlite3 one by one, FULL", 1.0, "> 1x")],
             ),
+        )
+    )
+    threads = 10  # APScheduler's default pool; our worker gets the same concurrency
+    n3 = 500 if quick else 2_000
+    found.append(
+        Measure(
+            "B3",
+            f"{n3:,} calls due over 2 s",
+            [
+                Variant(
+                    "lib", "cases_worker.lib", {"n": n3, "spread": 2, "concurrency": threads}, _has_worker
+                ),
+                Variant("aps", "cases_worker.aps", {"n": n3, "spread": 2, "threads": threads}),
+            ],
+            lambda res: b3_rows(n3, threads, res),
+        )
+    )
+    found.append(
+        Measure(
+            "B4",
+            f"{n:,} calls due at one instant",
+            [
+                Variant(
+                    "lib", "cases_worker.lib", {"n": n, "spread": 0, "concurrency": threads}, _has_worker
+                ),
+                Variant("aps", "cases_worker.aps", {"n": n, "spread": 0, "threads": threads}),
+            ],
+            lambda res: b4_rows(n, threads, res),
+        )
+    )
+    stored = 100_000 if quick else 1_000_000
+    base = "{shared}/base.db"
+    found.append(
+        Measure(
+            "B5",
+            f"B2 and B4 with {stored:,} calls stored",
+            [
+                Variant("b2-small", "cases_worker.lib_reschedule", {"n": n, "stored": n}),
+                Variant("b2-big", "cases_worker.lib_reschedule", {"n": n, "base": base}),
+                Variant(
+                    "b4-small", "cases_worker.lib", {"n": n, "spread": 0, "concurrency": threads}, _has_worker
+                ),
+                Variant(
+                    "b4-big",
+                    "cases_worker.lib",
+                    {"n": n, "spread": 0, "concurrency": threads, "base": base, "stored": stored},
+                    _has_worker,
+                ),
+            ],
+            lambda res: b5_rows(n, stored, res),
+            prepare=Variant("prepare", "cases_worker.build_base", {"path": base, "stored": stored}),
         )
     )
     nh = 2_000 if quick else 10_000
