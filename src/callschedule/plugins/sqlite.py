@@ -292,6 +292,12 @@ class SQLiteStore(Store):
         return conn
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:  # the common case first, without the retry machinery
+            return (conn or self._reader()).execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
         return self._retry_locked(lambda: self._reader().execute(sql, params).fetchall())
 
     # -- writes: group commit -----------------------------------------------------------------
@@ -317,6 +323,14 @@ class SQLiteStore(Store):
             raise pending.error
         return pending.result  # type: ignore[no-any-return]
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        try:  # the common case first, without the retry machinery
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+
     def _commit_batch(self, batch: list[_Pending]) -> None:
         """Run every change of ``batch`` in its own savepoint of one transaction, then commit.
 
@@ -325,7 +339,18 @@ class SQLiteStore(Store):
         """
         conn = self._writer
         try:
-            self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            self._begin(conn)
+            if len(batch) == 1:  # alone: the transaction is the change's own, no savepoint needed
+                pending = batch[0]
+                try:
+                    pending.result = pending.work(conn)
+                except (CallScheduleError, sqlite3.Error) as exc:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    pending.error = exc
+                else:
+                    conn.execute("COMMIT")
+                return
             for pending in batch:
                 conn.execute("SAVEPOINT change")
                 try:
