@@ -341,6 +341,15 @@ def test_the_docs_have_python_examples() -> None:
         assert counted[page] > 0, page
 
 
+def test_every_page_is_in_the_navigation() -> None:
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = config.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r":\s*(\S+\.md)\s*$", nav, re.M))
+    pages = {path.name for path in DOCS.glob("*.md")}
+    assert sorted(pages - listed) == [], "add these pages to the nav of mkdocs.yml"
+    assert sorted(listed - pages) == [], "the nav of mkdocs.yml lists pages that don't exist"
+
+
 # -- the hook reference ------------------------------------------------------------------------------
 
 HOOKS = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, "callschedule_spec"))
