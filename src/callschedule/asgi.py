@@ -25,7 +25,7 @@ import attrs
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
@@ -168,6 +168,9 @@ def _answers_errors(endpoint: Endpoint) -> Endpoint:
     async def wrapper(request: Request) -> Response:
         try:
             return await endpoint(request)
+        except ClientDisconnect:
+            # Nobody is left to read an answer, and nothing was changed: not a server error.
+            return Response(status_code=400)
         except Exception as exc:
             return error_response(exc)
 
