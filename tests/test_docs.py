@@ -29,7 +29,7 @@ import attrs
 import pytest
 
 import callschedule
-from callschedule import CallScheduler, hookspecs
+from callschedule import CallScheduler, Worker, hookspecs
 from callschedule.testing import StoreConformance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,11 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 def close_schedulers(namespace: dict[str, Any]) -> None:
     """Close what the examples opened (they are scripts; the test must not leak files)."""
-    for value in namespace.values():
+    values = list(namespace.values())
+    for value in values:
+        if isinstance(value, Worker):
+            value.close()
+    for value in values:
         if isinstance(value, CallScheduler):
             value.close()
 
