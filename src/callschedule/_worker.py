@@ -11,6 +11,7 @@ clock (freezegun, which reads real time for code called from threading) consiste
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
 import logging
@@ -310,6 +311,7 @@ class Worker:
     _grace: float | None = attrs.field(default=None, init=False)
     _sleep_until: float = attrs.field(default=0.0, init=False)
     _async: _AsyncRunner = attrs.field(factory=_AsyncRunner, init=False)
+    _writer_pool: concurrent.futures.ThreadPoolExecutor | None = attrs.field(default=None, init=False)
     _running_loop: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -392,6 +394,9 @@ class Worker:
     def close(self) -> None:
         """Stop the event loop of ``async`` executors and close a named executor's connections."""
         self._async.close()
+        if self._writer_pool is not None:
+            self._writer_pool.shutdown(wait=True)
+            self._writer_pool = None
         close = getattr(self.executor, "close", None)
         if self.close_executor and callable(close):
             close()
@@ -520,40 +525,58 @@ class Worker:
         return result
 
     def _collect(self) -> None:
-        """Record the outcomes of finished executions and free their slots."""
+        """Record the outcomes of finished executions and free their slots.
+
+        The outcomes are decided here, on the clock's thread, and written concurrently, so a
+        store that shares commits between threads (SQLite's group commit) writes a batch of
+        outcomes in one transaction instead of one commit each.
+        """
         with self._cond:
             done, self._done = self._done, []
+        if not done:
+            return
+        now_ms = self.scheduler.clock.now_ms()
+        changes: list[tuple[Call, int, list[Event]]] = []
         for running in done:
-            try:
-                self._record(running)
-            except Exception:
-                logger.exception("recording the outcome of %s failed", running.call.call_id)
-            finally:
-                with self._cond:
+            if running.abandoned:
+                logger.warning(
+                    "attempt %s of call %s finished after the worker gave it up; outcome %r not recorded",
+                    running.attempt.number,
+                    running.call.call_id,
+                    running.result,
+                )
+                continue
+            new, events = settle(
+                running.call,
+                running.result,
+                now_ms=now_ms,
+                retry=self.retry,
+                window=self.scheduler.policy.calling_window,
+                source=Source.WORKER,
+                rng=self.rng,
+            )
+            changes.append((new, running.call.version, events))
+
+        def write(change: tuple[Call, int, list[Event]]) -> None:
+            self._commit_quietly(change[0], change[1], change[2], "record the outcome of")
+
+        try:
+            if len(changes) == 1:
+                write(changes[0])
+            elif changes:
+                list(self._writers().map(write, changes))
+        finally:
+            with self._cond:
+                for running in done:
                     if self._inflight.get(running.key) is running:
                         del self._inflight[running.key]
 
-    def _record(self, running: _Running) -> None:
-        if running.abandoned:
-            logger.warning(
-                "attempt %s of call %s finished after the worker gave it up; outcome %r "
-                "not recorded",
-                running.attempt.number,
-                running.call.call_id,
-                running.result,
+    def _writers(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._writer_pool is None:
+            self._writer_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=min(self.concurrency, 32), thread_name_prefix="callschedule-record"
             )
-            return
-        call = running.call
-        new, events = settle(
-            call,
-            running.result,
-            now_ms=self.scheduler.clock.now_ms(),
-            retry=self.retry,
-            window=self.scheduler.policy.calling_window,
-            source=Source.WORKER,
-            rng=self.rng,
-        )
-        self._commit_quietly(new, call.version, events, "record the outcome of")
+        return self._writer_pool
 
     def _commit_quietly(
         self, call: Call, expected_version: int, events: list[Event], what: str
