@@ -28,7 +28,14 @@ def frozen_clock(at: int = SEED_NOW) -> Iterator[Any]:
     freezegun answers real time to code called from a frame of the ``threading`` module near the
     top of the stack, which is every call a thread pool makes; drop that module from the ignore list.
     """
-    freezegun.configure(default_ignore_list=[m for m in DEFAULT_IGNORE_LIST if m != "threading"])
+    # pytest's own timings (--durations) stay real.
+    freezegun.configure(
+        default_ignore_list=[
+            *(m for m in DEFAULT_IGNORE_LIST if m != "threading"),
+            "_pytest.runner",
+            "_pytest.timing",
+        ]
+    )
     try:
         with freezegun.freeze_time(_iso(at), real_asyncio=True) as frozen:
             yield frozen
