@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import attrs
 import pytest
 from tests.conftest import SEED_NOW
 
@@ -21,9 +22,10 @@ from callschedule import (
     SchedulingPolicy,
     StoreNotFound,
     Unauthorized,
+    _events,
     hookimpl,
 )
-from callschedule._model import Call
+from callschedule._model import Call, Source
 
 ORG = "org-789"
 
@@ -191,6 +193,27 @@ def test_plugin_rules_refuse_and_listeners_hear_every_event(store_url: str, froz
     with CallScheduler.open("memory://") as other:
         other.create_call(ORG, SEED_NOW + 1)
     assert len(plugin.seen) == 2, "plugins belong to one scheduler, not the process"
+
+
+def test_commit_changes_writes_a_batch_and_tells_listeners_of_what_was_written(
+    store_url: str, frozen: object
+) -> None:
+    plugin = NoCallsOnTheHour()
+    with CallScheduler.open(store_url, plugins=[plugin]) as scheduler:
+        a = scheduler.create_call(ORG, SEED_NOW + 60, call_id="a")
+        b = scheduler.create_call(ORG, SEED_NOW + 60, call_id="b")
+        scheduler.cancel(ORG, "b")  # b moves on: a change made at b's old version conflicts
+        plugin.seen.clear()
+        changes = []
+        for call in (a, b):
+            new = attrs.evolve(call, execution_status=ExecutionStatus.CANCELLED, version=call.version + 1)
+            event = _events.cancelled(new, SEED_NOW * 1000, Source.WORKER, "batch")
+            changes.append((new, call.version, [event]))
+        results = scheduler.commit_changes(changes)
+        assert results[0] == changes[0][0] and isinstance(results[1], Conflict)
+        assert scheduler.get_call(ORG, "a").execution_status is ExecutionStatus.CANCELLED
+        assert [e.type for e in scheduler.events(ORG, "b")] == [EventType.CREATED, EventType.CANCELLED]
+        assert plugin.seen == [("a", EventType.CANCELLED)]
 
 
 # -- bad input: a typed error, and nothing changes ---------------------------------------------

@@ -31,6 +31,7 @@ from callschedule.abc import Store
 from callschedule.exceptions import (
     CallNotFound,
     CallNotInProgress,
+    CallScheduleError,
     Conflict,
     InvalidInput,
     StoreNotFound,
@@ -460,6 +461,23 @@ class CallScheduler:
         :raises Conflict: the stored call is not at ``expected_version``.
         """
         return self._commit(call, expected_version, events)
+
+    def commit_changes(
+        self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
+    ) -> list[Call | CallScheduleError]:
+        """Write several independent changes, each ``(call, expected_version, events)`` as
+        :meth:`commit_change` would, then notify listeners of those that were written.
+
+        Returns, in order, each stored call or the :class:`Conflict` / :class:`CallNotFound` that
+        refused it. Stores that can (SQLite) write the batch with one commit.
+        """
+        if not changes:
+            return []
+        results = self.store.update_calls(changes)
+        for (_, _, events), result in zip(changes, results, strict=True):
+            if isinstance(result, Call):
+                self._after_commit(result, events)
+        return results
 
     def _commit(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
         stored = self.store.update_call(call, expected_version, events)

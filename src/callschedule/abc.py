@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from callschedule._clock import Clock
 from callschedule._model import ApiKey, Call, Event, ExecutionStatus
+from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict
 
 
 class Store(abc.ABC):
@@ -38,6 +39,27 @@ class Store(abc.ABC):
         ``expected_version + 1``. Raises :class:`~callschedule.exceptions.Conflict` otherwise,
         or :class:`~callschedule.exceptions.CallNotFound` if the call does not exist.
         """
+
+    def update_calls(
+        self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
+    ) -> list[Call | CallScheduleError]:
+        """Apply several independent changes, each ``(call, expected_version, events)`` exactly
+        as :meth:`update_call` would: conditional on its version, the call and its events both
+        or neither.
+
+        Returns, in order, each stored call or the :class:`~callschedule.exceptions.Conflict` /
+        :class:`~callschedule.exceptions.CallNotFound` that refused it; a refused change leaves
+        the others in place. A failure of the store itself is raised. A store may write the whole
+        batch in one transaction (one commit instead of one each, as SQLite does); this default
+        calls :meth:`update_call` for each change.
+        """
+        results: list[Call | CallScheduleError] = []
+        for call, expected_version, events in changes:
+            try:
+                results.append(self.update_call(call, expected_version, events))
+            except (Conflict, CallNotFound) as exc:
+                results.append(exc)
+        return results
 
     @abc.abstractmethod
     def list_calls(

@@ -149,6 +149,35 @@ class StoreConformance:
             store.update_call(mine, 1, [event])
         assert store.get_call("org-b", "call-1") == theirs
 
+    def test_a_batch_of_updates_applies_each_and_refuses_each_on_its_own(self, store: Store) -> None:
+        one = self.add(store, make_call("call-1"))
+        two = self.add(store, make_call("call-2"))
+        three = self.add(store, make_call("call-3"))
+        one_moved, one_event = moved(one, NOW + 1200)
+        stale, stale_event = moved(two, NOW + 1300)
+        first_move, first_event = moved(two, NOW + 1250)
+        store.update_call(first_move, two.version, [first_event])
+        two_now = store.get_call("org-a", "call-2")
+        three_moved, three_event = moved(three, NOW + 1400)
+        ghost, ghost_event = moved(make_call("ghost"), NOW + 1)
+        results = store.update_calls(
+            [
+                (one_moved, one.version, [one_event]),
+                (stale, two.version, [stale_event]),
+                (ghost, 1, [ghost_event]),
+                (three_moved, three.version, [three_event]),
+            ]
+        )
+        assert results[0] == one_moved and results[3] == three_moved
+        assert isinstance(results[1], Conflict) and isinstance(results[2], CallNotFound)
+        assert store.get_call("org-a", "call-1") == one_moved
+        assert store.get_call("org-a", "call-2") == two_now  # the refused change left no trace
+        assert store.get_call("org-a", "call-3") == three_moved
+        assert store.events("org-a", "call-1") == [created_event(one), one_event]
+        assert stale_event not in store.events("org-a", "call-2")
+        assert store.events("org-a", "call-3") == [created_event(three), three_event]
+        assert store.events("org-a", "ghost") == []
+
     def test_of_racing_updates_exactly_one_wins(self, store: Store) -> None:
         call = self.add(store, make_call())
         racers = 16

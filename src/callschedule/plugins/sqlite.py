@@ -191,6 +191,30 @@ def _event_row(event: Event) -> tuple[Any, ...]:
     )
 
 
+def _prepare_update(
+    call: Call, expected_version: int, events: Sequence[Event]
+) -> Callable[[sqlite3.Connection], Call]:
+    """The conditional update of ``call`` and the insert of its events, ready to run in a write."""
+    if call.version != expected_version + 1:
+        raise Conflict(call.call_id, "the new version must be the expected version + 1")
+    row = _call_row(call)
+    params = (*row[2:], call.organization_id, call.call_id, expected_version)
+    params = params[:7] + params[8:]  # created_at is never updated
+    event_rows = [_event_row(e) for e in events]
+
+    def work(conn: sqlite3.Connection) -> Call:
+        if conn.execute(_UPDATE_CALL, params).rowcount != 1:
+            exists = conn.execute(
+                "SELECT 1 FROM calls WHERE organization_id = ? AND call_id = ?",
+                (call.organization_id, call.call_id),
+            ).fetchone()
+            raise Conflict(call.call_id) if exists else CallNotFound(call.call_id)
+        conn.executemany(_INSERT_EVENT, event_rows)
+        return call
+
+    return work
+
+
 @attrs.define
 class _Pending:
     """One change waiting for the group commit that carries it."""
@@ -390,21 +414,34 @@ class SQLiteStore(Store):
         return _call_from_row(rows[0]) if rows else None
 
     def update_call(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
-        if call.version != expected_version + 1:
-            raise Conflict(call.call_id, "the new version must be the expected version + 1")
-        row = _call_row(call)
-        params = (*row[2:], call.organization_id, call.call_id, expected_version)
-        params = params[:7] + params[8:]  # created_at is never updated
+        update = _prepare_update(call, expected_version, events)
+        return self._write(update)
 
-        def work(conn: sqlite3.Connection) -> Call:
-            if conn.execute(_UPDATE_CALL, params).rowcount != 1:
-                exists = conn.execute(
-                    "SELECT 1 FROM calls WHERE organization_id = ? AND call_id = ?",
-                    (call.organization_id, call.call_id),
-                ).fetchone()
-                raise Conflict(call.call_id) if exists else CallNotFound(call.call_id)
-            conn.executemany(_INSERT_EVENT, [_event_row(e) for e in events])
-            return call
+    def update_calls(
+        self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
+    ) -> list[Call | CallScheduleError]:
+        """Every change in one transaction, each in its own savepoint: one commit for the batch."""
+        updates: list[Callable[[sqlite3.Connection], Call] | CallScheduleError] = []
+        for call, expected_version, events in changes:
+            try:
+                updates.append(_prepare_update(call, expected_version, events))
+            except Conflict as exc:
+                updates.append(exc)
+
+        def work(conn: sqlite3.Connection) -> list[Call | CallScheduleError]:
+            results: list[Call | CallScheduleError] = []
+            for update in updates:
+                if isinstance(update, CallScheduleError):
+                    results.append(update)
+                    continue
+                conn.execute("SAVEPOINT one_of_many")
+                try:
+                    results.append(update(conn))
+                except (Conflict, CallNotFound) as exc:
+                    conn.execute("ROLLBACK TO one_of_many")
+                    results.append(exc)
+                conn.execute("RELEASE one_of_many")
+            return results
 
         return self._write(work)
 
