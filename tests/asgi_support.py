@@ -8,7 +8,6 @@ from typing import Any
 
 import attrs
 import freezegun
-from freezegun.config import DEFAULT_IGNORE_LIST
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
@@ -28,10 +27,11 @@ def frozen_clock(at: int = SEED_NOW) -> Iterator[Any]:
     freezegun answers real time to code called from a frame of the ``threading`` module near the
     top of the stack, which is every call a thread pool makes; drop that module from the ignore list.
     """
-    # pytest's own timings (--durations) stay real.
+    # pytest's own timings (--durations) stay real; others' additions (psycopg) are kept.
+    previous = list(freezegun.config.settings.default_ignore_list)
     freezegun.configure(
         default_ignore_list=[
-            *(m for m in DEFAULT_IGNORE_LIST if m != "threading"),
+            *(m for m in previous if m != "threading"),
             "_pytest.runner",
             "_pytest.timing",
         ]
@@ -40,7 +40,7 @@ def frozen_clock(at: int = SEED_NOW) -> Iterator[Any]:
         with freezegun.freeze_time(_iso(at), real_asyncio=True) as frozen:
             yield frozen
     finally:
-        freezegun.configure(default_ignore_list=list(DEFAULT_IGNORE_LIST))
+        freezegun.configure(default_ignore_list=previous)
 
 
 def _iso(seconds: int) -> str:

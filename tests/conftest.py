@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,9 +43,39 @@ def frozen() -> Iterator[object]:
         yield clock
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+#: The PostgreSQL server for tests (CI: postgresql://postgres@127.0.0.1:5432/test); unset: skip.
+POSTGRES_URL = os.environ.get("CALLSCHEDULE_TEST_POSTGRES_URL", "")
+
+
+def with_query(url: str, **options: str) -> str:
+    """``url`` with ``options`` added to its query string."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query) + list(options.items())
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL on a schema of its own on the test server, dropped afterwards.
+
+    Runs of several people on one server never meet: each test has its own schema, and its
+    connections carry the schema's name as ``application_name`` (to cut them, and only them).
+    """
+    if not POSTGRES_URL:
+        pytest.skip("CALLSCHEDULE_TEST_POSTGRES_URL is not set")
+    schema = f"cs_test_{uuid.uuid4().hex[:12]}"
+    driver = pytest.importorskip("psycopg")
+    yield with_query(POSTGRES_URL, schema=schema, application_name=schema)
+    with driver.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store URL of each built-in kind."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'calls.db'}"
 
 
