@@ -4,6 +4,7 @@ SIGTERM, and reschedules racing claims. Executions are counted by the executor i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -12,18 +13,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import callschedule
 from callschedule import (
     CallNotReschedulable,
     CallScheduler,
+    Clock,
     Conflict,
     EventType,
     ExecutionStatus,
@@ -33,6 +37,22 @@ from callschedule.executors import Attempt
 ORG = "org-load"
 SCRIPT = Path(__file__).with_name("worker_process.py")
 DEADLINE = 45.0  # each wait below ends far sooner when the code works
+
+
+@attrs.frozen
+class StoppedClock(Clock):
+    """A clock that always reads ``at``."""
+
+    at: float
+
+    def now(self) -> float:
+        return self.at
+
+    def now_s(self) -> int:
+        return int(self.at)
+
+    def now_ms(self) -> int:
+        return int(self.at * 1000)
 
 
 def wait_for(condition: Any, what: str, timeout: float = DEADLINE) -> None:
@@ -89,6 +109,40 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         started.close()
 
 
+POSTGRES_URL = os.environ.get("CALLSCHEDULE_TEST_POSTGRES_URL", "")
+ON_POSTGRES = pytest.param(
+    "postgres",
+    marks=[
+        pytest.mark.postgres,
+        pytest.mark.skipif(not POSTGRES_URL, reason="CALLSCHEDULE_TEST_POSTGRES_URL is not set"),
+    ],
+)
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A store URL on a fresh PostgreSQL schema of its own, dropped afterwards."""
+    import psycopg
+
+    schema = f"cs_worker_{uuid.uuid4().hex[:12]}"
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}schema={schema}&application_name={schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", ON_POSTGRES])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store that several processes share: an SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'calls.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
+
+
 def log_lines(*paths: Path, with_time: bool = False) -> list[Any]:
     """The executor's own record: (what, call_id, attempt, pid[, unix time]) per line."""
     lines: list[Any] = []
@@ -116,13 +170,21 @@ def _all_calls(scheduler: CallScheduler) -> Iterator[callschedule.Call]:
 
 
 @pytest.mark.slow
-def test_two_worker_processes_execute_2000_calls_exactly_once(tmp_path: Path, workers: Workers) -> None:
-    url = f"sqlite:///{tmp_path / 'calls.db'}"
+def test_two_worker_processes_execute_2000_calls_exactly_once(
+    tmp_path: Path, workers: Workers, db_url: str
+) -> None:
+    url = db_url
     logs = [tmp_path / "executed-a.log", tmp_path / "executed-b.log"]
-    with CallScheduler.open(url) as scheduler:
+    # Creating 2,000 calls takes PostgreSQL longer (a commit each): give it a longer lead.
+    lead = 3 if db_url.startswith("sqlite") else 6
+    creation_started = time.time()
+    due = int(creation_started) + lead
+    # The creating side reads a clock stopped at the start, so a slow machine that creates past
+    # `due` still schedules every call at `due` or `due + 1` (the not-in-past rule would refuse).
+    stopped = StoppedClock(creation_started)
+    with CallScheduler.open(url, clock=stopped) as scheduler:
         for i, log in enumerate(logs):
             workers.start(url, log, "count", concurrency=16, poll_interval=0.5, worker_id=f"w{i}")
-        due = int(time.time()) + 3
         ids = [f"call-{n:04}" for n in range(2000)]
         # 2,000 calls due within two seconds: half at `due`, half one second later.
         with ThreadPoolExecutor(16) as pool:
@@ -132,6 +194,7 @@ def test_two_worker_processes_execute_2000_calls_exactly_once(tmp_path: Path, wo
                     range(len(ids)),
                 )
             )
+        created = time.time()
         wait_for(lambda: len(log_lines(*logs)) >= len(ids), "every call to be executed")
         wait_for(lambda: count_status(scheduler, ExecutionStatus.COMPLETED) == len(ids), "all completed")
         for process in workers.processes:
@@ -156,7 +219,9 @@ def test_two_worker_processes_execute_2000_calls_exactly_once(tmp_path: Path, wo
     lateness = sorted(at - due_at[call_id] for _, call_id, _, _, at in timed)
     assert lateness[0] >= 0  # nothing ran before its time
     print(
-        f"\n2000 calls due within 2 s, 2 worker processes: executed {sorted(by_process.values())} "
+        f"\n{db_url.split(':')[0]}: 2000 calls created in {created - creation_started:.2f}s, "
+        f"due within 2 s ({due - creation_started:.1f}s after creation began), "
+        f"2 worker processes: executed {sorted(by_process.values())} "
         f"per process; handed to the executor after their due second by "
         f"p50 {lateness[len(lateness) // 2]:.3f}s, p99 {lateness[int(len(lateness) * 0.99)]:.3f}s, "
         f"max {lateness[-1]:.3f}s"
@@ -164,8 +229,10 @@ def test_two_worker_processes_execute_2000_calls_exactly_once(tmp_path: Path, wo
 
 
 @pytest.mark.slow
-def test_a_worker_killed_while_executing_is_recovered_after_restart(tmp_path: Path, workers: Workers) -> None:
-    url = f"sqlite:///{tmp_path / 'calls.db'}"
+def test_a_worker_killed_while_executing_is_recovered_after_restart(
+    tmp_path: Path, workers: Workers, db_url: str
+) -> None:
+    url = db_url
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     with CallScheduler.open(url) as scheduler:
         scheduler.create_call(ORG, int(time.time()), call_id="victim", payload={"to": "+15550000001"})
@@ -174,7 +241,7 @@ def test_a_worker_killed_while_executing_is_recovered_after_restart(tmp_path: Pa
         options = {"lease_seconds": 2, "poll_interval": 0.2}
         first = workers.start(url, first_log, "hang", concurrency=1, **options)
         # concurrency 1: it takes one call at a time, earliest first.
-        wait_for(lambda: any(line[1] == "victim" for line in log_lines(first_log)), "the dial to start")
+        wait_for(lambda: len(log_lines(first_log)) > 0, "the first dial to start")
         started_by_first = {line[1] for line in log_lines(first_log)}
         assert started_by_first == {"victim"} or started_by_first == {"bystander-done"}
         victim = started_by_first.pop()
@@ -223,9 +290,9 @@ def test_a_worker_killed_while_executing_is_recovered_after_restart(tmp_path: Pa
 
 @pytest.mark.slow
 def test_sigterm_stops_a_worker_process_gracefully_with_calls_in_flight(
-    tmp_path: Path, workers: Workers
+    tmp_path: Path, workers: Workers, db_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    url = db_url
     log = tmp_path / "executed.log"
     with CallScheduler.open(url) as scheduler:
         for i in range(8):
@@ -248,10 +315,19 @@ def test_sigterm_stops_a_worker_process_gracefully_with_calls_in_flight(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", ON_POSTGRES])
 def test_a_reschedule_racing_the_claim_either_moves_the_call_or_is_refused(kind: str, tmp_path: Path) -> None:
-    rounds = 2000
-    url = "memory://" if kind == "memory" else f"sqlite:///{tmp_path / 'race.db'}?synchronous=normal"
+    with contextlib.ExitStack() as stack:
+        if kind == "memory":
+            url = "memory://"
+        elif kind == "sqlite":
+            url = f"sqlite:///{tmp_path / 'race.db'}?synchronous=normal"
+        else:
+            url = stack.enter_context(postgres_schema())
+        race_reschedules_against_claims(kind, url, rounds=2000)
+
+
+def race_reschedules_against_claims(kind: str, url: str, rounds: int) -> None:
     executed: Counter[str] = Counter()
     lock = threading.Lock()
 
@@ -260,9 +336,9 @@ def test_a_reschedule_racing_the_claim_either_moves_the_call_or_is_refused(kind:
             executed[call.call_id] += 1
 
     worker_side = CallScheduler.open(url)
-    # On SQLite the rescheduler is a second store on the same file: its writes meet the worker's
-    # claims through SQLite's own locking, as another process's would.
-    api_side = CallScheduler.open(url) if kind == "sqlite" else worker_side
+    # On SQLite and PostgreSQL the rescheduler is a second store on the same database: its writes
+    # meet the worker's claims through the database's own locking, as another process's would.
+    api_side = CallScheduler.open(url) if kind != "memory" else worker_side
     worker = worker_side.worker(dial, concurrency=1)
     start = threading.Barrier(2, timeout=DEADLINE)
     outcomes: Counter[str] = Counter()
