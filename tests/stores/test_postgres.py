@@ -552,6 +552,57 @@ def test_a_write_whose_connection_dies_before_commit_runs_again_once(store: Any,
     assert store.events("org-a", "call-1")[1:] == [event]
 
 
+@pytest.fixture
+def lost_acks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Arm with ``.append(True)``: the next commit happens, then its connection dies before the
+    client hears so, as when the server restarts right after a commit."""
+    armed: list[bool] = []
+    original_exit = psycopg.Transaction.__exit__
+
+    def exit_then_lose_the_answer(self: psycopg.Transaction, *exc_info: Any) -> Any:
+        result = original_exit(self, *exc_info)
+        if exc_info[0] is None and armed:
+            armed.clear()
+            admin("SELECT pg_terminate_backend(%s)", (self.connection.info.backend_pid,))
+            self.connection.execute("SELECT 1")  # the client learns the connection is gone
+        return result
+
+    monkeypatch.setattr(psycopg.Transaction, "__exit__", exit_then_lose_the_answer)
+    return armed
+
+
+def test_a_change_whose_commit_answer_was_lost_is_found_committed_not_written_twice(
+    store: Any, lost_acks: list[bool]
+) -> None:
+    lost_acks.append(True)
+    call = make_call()
+    event = _events.created(call, NOW_MS, Source.LIBRARY)
+    assert store.insert_call(call, event) == call
+    assert not lost_acks, "the commit's answer was not lost: the test did not test anything"
+    assert store.events("org-a", "call-1") == [event]
+
+    lost_acks.append(True)
+    moved = attrs.evolve(call, scheduled_timestamp=NOW + 900, version=2)
+    moved_event = _events.rescheduled(moved, call.scheduled_timestamp, NOW + 900, NOW_MS, Source.API)
+    assert store.update_call(moved, 1, [moved_event]) == moved
+    assert not lost_acks
+    assert store.get_call("org-a", "call-1") == moved
+    assert store.events("org-a", "call-1") == [event, moved_event]
+
+
+def test_a_claim_whose_commit_answer_was_lost_hands_out_nothing_and_leaves_it_to_the_lease(
+    store: Any, lost_acks: list[bool]
+) -> None:
+    add(store, make_call(scheduled_timestamp=NOW))
+    lost_acks.append(True)
+    assert claim(store) == []
+    assert not lost_acks
+    held = store.get_call("org-a", "call-1")
+    assert held.execution_status is ExecutionStatus.IN_PROGRESS and held.attempts == 1
+    # Its lease runs out like a dead worker's, and recovery finds it.
+    assert store.expired_leases(now_ms=NOW_MS + 30_001, limit=10) == [held]
+
+
 # -- the clock -------------------------------------------------------------------------------------------
 
 

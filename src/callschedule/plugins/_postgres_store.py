@@ -11,8 +11,10 @@ Many processes on many machines share one database:
   connection and reconnects with backoff when the server restarts;
 - when a pooled connection turns out dead (server restart, ``pg_terminate_backend``), the pool's
   idle connections are checked and the dead ones replaced; the operation, whose transaction
-  cannot have committed, runs again on a live connection. A connection that dies during the
-  commit itself is reported (whether it committed is unknown);
+  cannot have committed, runs again on a live connection. When the connection dies during the
+  commit itself, the store reads back what is stored to learn whether it committed (a
+  conditional update's new version exists only if it did) and answers accordingly; a claim whose
+  commit is in doubt answers no calls, and whatever it took is recovered when its lease expires;
 - time: see :class:`DatabaseClock`. Every process reads the database server's clock.
 
 URL options (removed before the URL reaches libpq, which gets everything else, ``sslmode``,
@@ -485,12 +487,23 @@ class PostgresStore(Store):
 
     # -- running work: retries on a dead connection ------------------------------------------------
 
-    def _run(self, work: Callable[[psycopg.Connection[Any]], T], *, write: bool = True) -> T:
+    def _run(
+        self,
+        work: Callable[[psycopg.Connection[Any]], T],
+        *,
+        write: bool = True,
+        verify: Callable[[], tuple[bool, T]] | None = None,
+    ) -> T:
         """Run ``work`` in one transaction (a write) or on its own (a read).
 
         A connection that died, a deadlock or a serialization failure *before* the commit means
-        nothing was written, so the work runs again on a fresh connection (up to 4 times). A
-        failure during the commit is raised: whether it committed is unknown.
+        nothing was written, so the work runs again on a fresh connection (up to 4 times).
+
+        A connection that dies *during* the commit leaves its outcome unknown. ``verify`` then
+        reads the database again and answers ``(True, result)`` if the change is there, or
+        ``(False, _)`` if it is not (the work runs again); without ``verify`` the error is raised.
+        Conditional updates make the answer certain: the new version exists only if this write
+        made it.
         """
         attempt = 0
         while True:
@@ -508,15 +521,21 @@ class PostgresStore(Store):
             except PoolTimeout:
                 raise
             except psycopg.OperationalError as exc:
-                died = used is not None and used.broken
+                died = used is not None and (used.broken or used.closed)
                 attempt += 1
-                if committing or attempt >= _ATTEMPTS or not (died or isinstance(exc, _RETRYABLE)):
-                    raise
-                logger.warning("database operation failed before its commit, retrying: %s", exc)
                 if died:
                     # The server restarted or cut us: its other idle connections are likely
                     # dead too. Drop them all now rather than finding them one failure at a time.
                     self._pool.check()
+                if committing and died and verify is not None and attempt < _ATTEMPTS:
+                    logger.warning("connection lost during a commit; checking what was written: %s", exc)
+                    committed, outcome = verify()
+                    if committed:
+                        return outcome
+                    continue
+                if committing or attempt >= _ATTEMPTS or not (died or isinstance(exc, _RETRYABLE)):
+                    raise
+                logger.warning("database operation failed before its commit, retrying: %s", exc)
                 time.sleep(0.01 * (attempt - 1))
 
     def _read(self, query: sql.Composed, params: Sequence[Any] = ()) -> list[Any]:
@@ -578,7 +597,13 @@ class PostgresStore(Store):
                 self._notify_due(conn, call.scheduled_timestamp)
             return call
 
-        return self._run(work)
+        def verify() -> tuple[bool, Call | None]:
+            stored = self.get_call(call.organization_id, call.call_id)
+            if stored is None:
+                return False, None
+            return True, call if stored == call else None
+
+        return self._run(work, verify=verify)
 
     def get_call(self, organization_id: str, call_id: str) -> Call | None:
         rows = self._read(
@@ -611,7 +636,17 @@ class PostgresStore(Store):
                 self._notify_due(conn, call.scheduled_timestamp)
             return call
 
-        return self._run(work)
+        def verify() -> tuple[bool, Call]:
+            stored = self.get_call(call.organization_id, call.call_id)
+            if stored is None:
+                raise CallNotFound(call.call_id)
+            if stored == call:
+                return True, call
+            if stored.version == expected_version:
+                return False, call
+            raise Conflict(call.call_id)
+
+        return self._run(work, verify=verify)
 
     def list_calls(
         self,
@@ -734,7 +769,18 @@ class PostgresStore(Store):
             self._insert_events(conn, [_events.claimed(c, now_ms) for c in claimed])
             return claimed
 
-        return self._run(work)
+        def verify() -> tuple[bool, list[Call]]:
+            # Whatever this claim took (if it committed) was never handed to anyone: its lease
+            # expires and the worker's recovery gives it a new attempt. Taking it now could run a
+            # call twice, should this worker claim twice within one millisecond.
+            logger.warning(
+                "connection lost while committing a claim; calls it may have claimed by %s "
+                "will be recovered when their lease expires",
+                lease_owner,
+            )
+            return True, []
+
+        return self._run(work, verify=verify)
 
     def expired_leases(self, *, now_ms: int, limit: int) -> list[Call]:
         rows = self._read(
@@ -758,7 +804,11 @@ class PostgresStore(Store):
             "VALUES (%s, %s, %s, %s, %s)"
         )
         params = (key.api_key, key.organization_id, key.secret_hash, key.created_at, key.revoked_at)
-        self._run(lambda conn: conn.execute(query, params))
+
+        def verify() -> tuple[bool, None]:
+            return self.get_api_key(key.api_key) is not None, None
+
+        self._run(lambda conn: conn.execute(query, params), verify=verify)
 
     def get_api_key(self, api_key: str) -> ApiKey | None:
         rows = self._read(
@@ -772,7 +822,14 @@ class PostgresStore(Store):
 
     def revoke_api_key(self, api_key: str, at_ms: int) -> bool:
         query = self._q("UPDATE {api_keys} SET revoked_at = %s WHERE api_key = %s AND revoked_at IS NULL")
-        return self._run(lambda conn: conn.execute(query, (at_ms, api_key)).rowcount == 1)
+
+        def verify() -> tuple[bool, bool]:
+            stored = self.get_api_key(api_key)
+            if stored is not None and stored.revoked_at is None:
+                return False, False
+            return True, stored is not None and stored.revoked_at == at_ms
+
+        return self._run(lambda conn: conn.execute(query, (at_ms, api_key)).rowcount == 1, verify=verify)
 
     # -- notifications ----------------------------------------------------------------------------
 
