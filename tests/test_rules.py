@@ -238,3 +238,17 @@ def test_shifted_time_still_obeys_the_horizon() -> None:
 def test_reschedule_checks_status_before_time() -> None:
     with pytest.raises(CallNotReschedulable):
         decide_reschedule(call(execution_status=ExecutionStatus.CANCELLED), NOW - 100, NOW, policy())
+
+
+@pytest.mark.parametrize("mode", ["reject", "shift"])
+@pytest.mark.parametrize("zone", [None, "Pacific/Kiritimati"])
+def test_a_window_that_would_next_open_after_year_9999_refuses_the_time(zone: str | None, mode: str) -> None:
+    p = policy(
+        calling_window=CallingWindow(dt.time(8), dt.time(21), mode=mode),  # type: ignore[arg-type]
+        max_horizon_seconds=None,
+    )
+    last = 253402300799  # 9999-12-31T23:59:59Z: 23:59 in UTC, and already year 10000 at UTC+14
+    with pytest.raises(ScheduleRejected) as info:
+        decide(last, zone, NOW, p)
+    assert info.value.rule == "calling_window"
+    assert info.value.next_allowed_timestamp is None

@@ -255,6 +255,15 @@ def test_bad_arguments_are_refused_with_the_field_named(scheduler: CallScheduler
         ("scheduled_from", lambda: scheduler.list_calls(ORG, scheduled_from="today")),
         ("reason", lambda: scheduler.cancel(ORG, "c", reason=5)),
         ("organization_id", lambda: scheduler.create_api_key(organization_id=None)),
+        # a folder of the time zone database, and a name longer than a file name may be
+        ("timezone", lambda: scheduler.create_call(ORG, SEED_NOW + 60, timezone="America")),
+        ("timezone", lambda: scheduler.create_call(ORG, SEED_NOW + 60, timezone="Europe/" + "x" * 300)),
+        # text that cannot be written as UTF-8, and nesting deeper than any dialer needs
+        ("payload", lambda: scheduler.create_call(ORG, SEED_NOW + 60, payload={"to": "\ud800"})),
+        ("payload", lambda: scheduler.create_call(ORG, SEED_NOW + 60, payload=_nested(500))),
+        ("reason", lambda: scheduler.cancel(ORG, "c", reason="\udcff")),
+        ("cursor", lambda: scheduler.list_calls(ORG, cursor=_cursor([10**30, "c"]))),
+        ("cursor", lambda: scheduler.list_calls(ORG, cursor=_cursor([-(2**70), "c"]))),
     ]
     for field, action in cases:
         with pytest.raises(InvalidInput) as info:
@@ -262,6 +271,30 @@ def test_bad_arguments_are_refused_with_the_field_named(scheduler: CallScheduler
         assert info.value.field == field
     assert snapshot(scheduler, ORG, "c") == before
     assert [c.call_id for c in scheduler.list_calls(ORG).calls] == ["c"]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    payload: dict[str, Any] = {}
+    for _ in range(depth):
+        payload = {"a": payload}
+    return payload
+
+
+def _cursor(value: Any) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def test_a_payload_is_stored_as_the_json_it_reads_back_as(scheduler: CallScheduler) -> None:
+    # tuples and non-string keys of nested objects have no JSON form of their own: the call
+    # returned is the call stored, so repeating the create is idempotent.
+    payload = {"to": ("+1555", "+1556"), "retry": {1: "soon"}}
+    first = scheduler.create_call(ORG, SEED_NOW + 60, call_id="c", payload=payload)
+    assert first.payload == {"to": ["+1555", "+1556"], "retry": {"1": "soon"}}
+    assert scheduler.get_call(ORG, "c") == first
+    assert scheduler.create_call(ORG, SEED_NOW + 60, call_id="c", payload=payload) == first
 
 
 @pytest.mark.parametrize("who", ["unknown call", "another organization's call"])

@@ -43,25 +43,42 @@ class CallingWindow:
 
     def contains(self, timestamp: int, timezone: str | None) -> bool:
         """Whether ``timestamp`` falls inside the window in ``timezone``."""
-        local = dt.datetime.fromtimestamp(timestamp, self._zone(timezone))
+        try:
+            local = dt.datetime.fromtimestamp(timestamp, self._zone(timezone))
+        except (OverflowError, ValueError):  # its local date is past 9999-12-31: no window there
+            return False
         return local.weekday() in self.weekdays and self.start <= local.time() < self.end
 
     def next_allowed(self, timestamp: int, timezone: str | None) -> int:
-        """``timestamp`` itself if it is inside the window, else the next window opening after it."""
+        """``timestamp`` itself if it is inside the window, else the next window opening after it.
+
+        :raises ScheduleRejected: (rule ``calling_window``) the next opening would be after the
+            last second of year 9999.
+        """
         if self.contains(timestamp, timezone):
             return timestamp
+        if not self.weekdays:
+            raise InvalidInput("calling_window", "weekdays is empty: no time is ever allowed")
         zone = self._zone(timezone)
-        day = dt.datetime.fromtimestamp(timestamp, zone).date()
-        for offset in range(8):
-            candidate_day = day + dt.timedelta(days=offset)
-            if candidate_day.weekday() not in self.weekdays:
-                continue
-            # A start inside a DST gap (02:30 on spring-forward day) resolves, with fold=0, to the
-            # first real instant after the gap, which is what "open at 02:30" can only mean then.
-            opening = int(dt.datetime.combine(candidate_day, self.start, tzinfo=zone).timestamp())
-            if opening > timestamp:
-                return opening
-        raise InvalidInput("calling_window", "weekdays is empty: no time is ever allowed")
+        try:
+            day = dt.datetime.fromtimestamp(timestamp, zone).date()
+            for offset in range(8):
+                candidate_day = day + dt.timedelta(days=offset)
+                if candidate_day.weekday() not in self.weekdays:
+                    continue
+                # A start inside a DST gap (02:30 on spring-forward day) resolves, with fold=0, to
+                # the first real instant after the gap, which is what "open at 02:30" can only mean.
+                opening = int(dt.datetime.combine(candidate_day, self.start, tzinfo=zone).timestamp())
+                if timestamp < opening <= _validation.MAX_TIMESTAMP:
+                    return opening
+        except (OverflowError, ValueError):
+            pass  # the calendar ends (9999-12-31) before the window opens again
+        raise ScheduleRejected(
+            "calling_window",
+            f"timestamp {timestamp} is outside the calling window "
+            f"{self.start:%H:%M}-{self.end:%H:%M} in {timezone or self.default_timezone}, "
+            "and it does not open again before the end of year 9999",
+        )
 
     def _zone(self, timezone: str | None) -> dt.tzinfo:
         return _validation.zone(timezone or self.default_timezone)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import zoneinfo
 from typing import Any
 
@@ -12,6 +13,10 @@ from callschedule.exceptions import InvalidInput
 #: 9999-12-31T23:59:59Z, the last second an RFC 3339 timestamp can show.
 MAX_TIMESTAMP = 253402300799
 MAX_ID_LENGTH = 200
+#: Longer than any IANA time zone name (the longest are about 30 characters).
+MAX_ZONE_LENGTH = 100
+#: How deeply a payload's objects and arrays may nest.
+MAX_PAYLOAD_DEPTH = 64
 
 
 def timestamp(field: str, value: object) -> int:
@@ -40,20 +45,74 @@ def timezone(field: str, value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInput(field, f"expected an IANA time zone name, got {_kind(value)}")
+    if len(value) > MAX_ZONE_LENGTH:
+        raise InvalidInput(field, f"unknown time zone {value[:40]!r}...: longer than any IANA name")
     try:
         zone(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the database ("America") or a name the file system refuses
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidInput(field, f"unknown time zone {value!r}") from None
     return value
 
 
 def payload(field: str, value: object) -> dict[str, Any]:
-    """Return ``value`` if it is a dict (``None`` becomes ``{}``)."""
+    """Return ``value`` as the JSON object it is stored as (``None`` becomes ``{}``).
+
+    It must be a dict with string keys that JSON can hold: no NaN or infinity, text that is
+    valid UTF-8, at most :data:`MAX_PAYLOAD_DEPTH` levels of nesting. Tuples become lists and
+    nested non-string keys strings, as they read back from any store.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise InvalidInput(field, f"expected a JSON object, got {_kind(value)}")
+    stored: dict[str, Any] = json.loads(json_text(field, value))
+    return stored
+
+
+def json_text(field: str, value: object) -> str:
+    """``value`` as JSON text, or :class:`InvalidInput` on ``field`` if it has no faithful JSON form."""
+    if _depth(value) > MAX_PAYLOAD_DEPTH:
+        raise InvalidInput(field, f"nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "contains text that is not valid Unicode (a lone surrogate)") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
+    return text
+
+
+def text(field: str, value: object) -> str:
+    """Return ``value`` if it is a string that can be written as UTF-8."""
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"expected a string, got {_kind(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "contains text that is not valid Unicode (a lone surrogate)") from None
     return value
+
+
+def _depth(value: object) -> int:
+    """How deeply ``value``'s dicts and lists nest, without recursion (so any depth is measured)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if deepest > MAX_PAYLOAD_DEPTH:
+            return deepest
+        stack.extend((child, level) for child in children)
+    return deepest
 
 
 def positive_int(field: str, value: object, *, maximum: int = 10_000) -> int:
