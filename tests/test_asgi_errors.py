@@ -464,6 +464,8 @@ def test_same_call_id_in_another_organization_is_a_separate_call(
     ("body", "field"),
     [
         ({"scheduled_timestamp": SEED_NOW + 60, "timezone": "Mars/Olympus"}, "timezone"),
+        ({"scheduled_timestamp": SEED_NOW + 60, "timezone": "America"}, "timezone"),
+        ({"scheduled_timestamp": SEED_NOW + 60, "timezone": "Europe/" + "x" * 300}, "timezone"),
         ({"scheduled_timestamp": SEED_NOW + 60, "payload": [1]}, "payload"),
         ({"scheduled_timestamp": SEED_NOW + 60, "call_id": 7}, "call_id"),
         ({"scheduled_timestamp": SEED_NOW + 60, "call_id": " padded "}, "call_id"),
@@ -489,6 +491,7 @@ def test_bad_create_is_400_and_creates_nothing(
         ("limit=abc", "limit"),
         ("scheduled_from=-5", "scheduled_from"),
         ("cursor=garbage", "cursor"),
+        ("cursor=WzEwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMCwgIngiXQ", "cursor"),  # [10**25, "x"]
         ("colour=blue", "colour"),
     ],
 )
@@ -507,3 +510,70 @@ def test_bad_cancel_body_is_400(org: Tenant, client: TestClient) -> None:
 
     payload = _assert_error(response, 400, "invalid_request")
     assert payload["error"]["details"]["field"] == "$.reason"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b'{"to": "\\ud800"}', id="lone-surrogate"),
+        pytest.param(b'{"to": ' + b"[" * 200 + b"]" * 200 + b"}", id="nested-200-deep"),
+    ],
+)
+def test_a_payload_without_a_faithful_json_form_is_400_and_creates_nothing(
+    scheduler: CallScheduler, org: Tenant, client: TestClient, payload: bytes
+) -> None:
+    body = b'{"scheduled_timestamp": %d, "call_id": "new", "payload": %s}' % (SEED_NOW + 60, payload)
+    response = client.post(
+        "/api/calls", content=body, headers={**org.headers, "Content-Type": "application/json"}
+    )
+
+    answer = _assert_error(response, 400, "invalid_request")
+    assert answer["error"]["details"]["field"] == "payload"
+    assert [c.call_id for c in scheduler.list_calls(ORG).calls] == [SEED_CALL_ID]
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_cancel_reason_that_is_not_unicode_is_400_and_cancels_nothing(
+    org: Tenant, client: TestClient
+) -> None:
+    response = client.post(
+        f"/api/calls/{SEED_CALL_ID}/cancel",
+        content=b'{"reason": "\\udcff"}',
+        headers={**org.headers, "Content-Type": "application/json"},
+    )
+
+    answer = _assert_error(response, 400, "invalid_request")
+    assert answer["error"]["details"]["field"] == "reason"
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        pytest.param({"note": "\ud800"}, id="lone-surrogate"),
+        pytest.param([], id="nested-400-deep"),
+    ],
+)
+def test_a_call_whose_dialer_reported_odd_json_can_still_be_read(
+    scheduler: CallScheduler, org: Tenant, client: TestClient, outcome: Any
+) -> None:
+    # An executor's outcome is stored as it came: every read route must still answer it.
+    deep: Any = outcome
+    if isinstance(outcome, list):
+        for _ in range(400):
+            deep = [deep]
+    scheduler.store.claim_due(
+        now=ORIGINAL_TIME, now_ms=ORIGINAL_TIME * 1000, limit=1, lease_owner="w", lease_expires_at=0
+    )
+    scheduler.complete(ORG, SEED_CALL_ID, deep)
+
+    for path in (f"/api/calls/{SEED_CALL_ID}", f"/api/calls/{SEED_CALL_ID}/events", "/api/calls"):
+        response = client.get(path, headers=org.headers)
+        assert response.status_code == 200, (path, response.text[:200])
+    read = client.get(f"/api/calls/{SEED_CALL_ID}", headers=org.headers).json()["data"]["call"]
+    assert read["outcome"] == deep
+
+
+def test_credentials_are_checked_before_the_query(client: TestClient) -> None:
+    response = client.get("/api/calls?colour=blue", headers={"X-API-KEY": "k", "X-API-SECRET": "s"})
+
+    _assert_error(response, 401, "unauthorized")

@@ -40,6 +40,15 @@ converter.register_structure_hook(str, _strict_str)
 converter.register_structure_hook_func(lambda t: t == dict[str, Any], _strict_object)
 
 
+def _is_opaque_json(type_: Any) -> bool:
+    return type_ is Any or type_ == dict[str, Any]
+
+
+# Payloads, event data and outcomes are JSON already: written out as they are, not walked level
+# by level (which on a deeply nested outcome exhausts the stack and turns a read into a 500).
+converter.register_unstructure_hook_func(_is_opaque_json, lambda value: value)
+
+
 # -- wire shapes ------------------------------------------------------------------------------
 
 

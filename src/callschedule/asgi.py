@@ -122,15 +122,26 @@ class CancelRequest:
 # -- the envelope and the error mapping -----------------------------------------------------------
 
 
+class _JSONResponse(JSONResponse):
+    """JSON that is always sent: text that UTF-8 cannot carry (a lone surrogate in an outcome an
+    executor reported, say) goes out as a JSON escape instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _envelope(status_code: int, message: str, data: Any) -> Response:
-    return JSONResponse(
+    return _JSONResponse(
         {"message": message, "status": "success", "error": None, "data": data},
         status_code=status_code,
     )
 
 
 def _error(status_code: int, code: str, message: str, details: Any = None) -> Response:
-    return JSONResponse(
+    return _JSONResponse(
         {
             "message": message,
             "status": "error",
@@ -304,17 +315,17 @@ def create_app(
     @_answers_errors
     async def list_calls(request: Request) -> Response:
         query = request.query_params
-        for name in query:
-            if name not in _LIST_PARAMETERS:
-                raise InvalidInput(name, "unknown query parameter")
-        statuses = [s for value in query.getlist("status") for s in value.split(",")]
-        scheduled_from = _query_int(query, "scheduled_from")
-        scheduled_to = _query_int(query, "scheduled_to")
-        limit = _query_int(query, "limit")
-        cursor = query.get("cursor")
 
         def work() -> dict[str, Any]:
-            org = organization(request)
+            org = organization(request)  # credentials first, as on every route
+            for name in query:
+                if name not in _LIST_PARAMETERS:
+                    raise InvalidInput(name, "unknown query parameter")
+            statuses = [s for value in query.getlist("status") for s in value.split(",")]
+            scheduled_from = _query_int(query, "scheduled_from")
+            scheduled_to = _query_int(query, "scheduled_to")
+            limit = _query_int(query, "limit")
+            cursor = query.get("cursor")
             page = scheduler.list_calls(
                 org,
                 statuses or None,
