@@ -327,3 +327,50 @@ def test_unknown_executor_is_refused(db: str) -> None:
 
     assert result.exit_code == 1
     assert "carrier-pigeon" in result.stderr
+
+
+def test_a_store_that_cannot_be_opened_is_a_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    result = run("list", "--org", "org-789", "--db", str(blocker / "calls.db"), ok=False)
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "cannot open the store" in result.stderr and "a-file" in result.stderr
+
+
+def test_a_store_url_password_is_never_printed() -> None:
+    # No such scheme: the error names the URL, which must not show the password.
+    result = run("list", "--org", "org-789", "--db", "mysql://admin:hunter2@db/calls", ok=False)
+
+    assert result.exit_code == 1
+    assert "hunter2" not in result.output
+    assert "admin:***@db" in result.stderr
+
+
+def test_import_of_a_file_that_is_not_utf8_is_refused_in_one_line(db: str, tmp_path: Path) -> None:
+    source = tmp_path / "calls.csv"
+    source.write_bytes("scheduled_timestamp,call_id\n+1h,caf\xe9\n".encode("latin-1"))
+
+    result = run("import", "--org", "org-789", "--db", db, str(source), ok=False)
+
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "UTF-8" in result.stderr
+    with CallScheduler.open(store_url(db)) as scheduler:
+        assert scheduler.list_calls("org-789").calls == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db.internal:5432/calls", "postgresql://app:***@db.internal:5432/calls"),
+        ("postgresql://app@db.internal/calls", "postgresql://app@db.internal/calls"),
+        ("sqlite:///callschedule.db", "sqlite:///callschedule.db"),
+    ],
+)
+def test_banners_and_errors_show_store_urls_without_their_password(url: str, shown: str) -> None:
+    from callschedule.cli import display_url
+
+    assert display_url(url) == shown

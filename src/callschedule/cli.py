@@ -44,10 +44,31 @@ def store_url(db: str) -> str:
     return "sqlite:///" + urllib.parse.quote(db)
 
 
+def display_url(url: str) -> str:
+    """``url`` safe to print: a password in it becomes ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 @contextlib.contextmanager
 def _open(db: str) -> Iterator[CallScheduler]:
-    with _user_errors():
-        scheduler = CallScheduler.open(store_url(db))
+    url = store_url(db)
+    try:
+        scheduler = CallScheduler.open(url)
+    except CallScheduleError as exc:
+        code = f"{exc.code}: " if exc.code != "internal_error" else ""
+        raise click.ClickException(f"{code}{exc}".replace(url, display_url(url))) from None
+    except Exception as exc:  # the file or server itself: unreachable, unwritable, not a database
+        problem = str(exc).replace(url, display_url(url)) or type(exc).__name__
+        raise click.ClickException(f"cannot open the store {display_url(url)}: {problem}") from None
     try:
         with _user_errors():
             yield scheduler
@@ -305,7 +326,7 @@ def serve(
                 worker_thread.start()
             click.echo(
                 f"callschedule: API on http://{host}:{port}/api (OpenAPI: /api/openapi.json), "
-                f"worker: {executor if worker_thread else 'off'}, store: {store_url(db)}",
+                f"worker: {executor if worker_thread else 'off'}, store: {display_url(store_url(db))}",
                 err=True,
             )
             server.run()
@@ -332,7 +353,9 @@ def worker(db: str, executor: str, url: str | None, secret: str | None, concurre
             executor_options=_executor_options(url, secret),
             concurrency=concurrency,
         )
-        click.echo(f"callschedule: worker with executor {executor}, store: {store_url(db)}", err=True)
+        click.echo(
+            f"callschedule: worker with executor {executor}, store: {display_url(store_url(db))}", err=True
+        )
         running.run()
 
 
@@ -590,12 +613,19 @@ def import_calls(
     (else --org). Any other column goes into the payload under its name. Exits with status 1
     if any row was refused.
     """
-    with csv_file.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "scheduled_timestamp" not in reader.fieldnames:
-            raise click.ClickException(f"{csv_file}: the header has no scheduled_timestamp column")
-        fieldnames = list(reader.fieldnames)
-        rows = [(reader.line_num, dict(row)) for row in reader]
+    try:
+        with csv_file.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "scheduled_timestamp" not in reader.fieldnames:
+                raise click.ClickException(f"{csv_file}: the header has no scheduled_timestamp column")
+            fieldnames = list(reader.fieldnames)
+            rows = [(reader.line_num, dict(row)) for row in reader]
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(
+            f"{csv_file}: not UTF-8 text (byte {exc.start}); save it as UTF-8 and import again"
+        ) from None
+    except csv.Error as exc:
+        raise click.ClickException(f"{csv_file}: not a CSV file the import can read ({exc})") from None
 
     refused: list[Refused] = []
     with _open(db) as scheduler, concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
