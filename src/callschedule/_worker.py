@@ -2,8 +2,9 @@
 
 Threads: the thread that calls :meth:`Worker.run` (or ``run_once``) does every read of the clock
 and every write to the store: it claims calls, records outcomes, renews leases, recovers expired
-ones and sleeps. Each claimed call's executor runs in its own short-lived thread (at most
-``concurrency`` at once) and hands its result back; ``async`` executors run on one event loop
+ones and sleeps. Each claimed call's executor runs in a thread of a pool (as many threads as
+executions at once, at most ``concurrency`` unless an abandoned execution still holds one;
+a thread idle for a few seconds ends) and hands its result back; ``async`` executors run on one event loop
 thread shared by the worker's executions. Keeping the clock on one thread also keeps a frozen
 clock (freezegun, which reads real time for code called from threading) consistent in tests.
 """
@@ -11,12 +12,12 @@ clock (freezegun, which reads real time for code called from threading) consiste
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import json
 import logging
 import math
 import os
+import queue
 import random
 import signal
 import socket
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("callschedule.worker")
 
 MisfirePolicy = Literal["run", "skip", "move"]
+
+#: How long an execution thread waits for another call before it ends.
+_THREAD_IDLE_SECONDS = 5.0
 LeaseExpiryPolicy = Literal["retry", "fail"]
 
 
@@ -311,8 +315,10 @@ class Worker:
     _grace: float | None = attrs.field(default=None, init=False)
     _sleep_until: float = attrs.field(default=0.0, init=False)
     _async: _AsyncRunner = attrs.field(factory=_AsyncRunner, init=False)
-    _writer_pool: concurrent.futures.ThreadPoolExecutor | None = attrs.field(default=None, init=False)
     _running_loop: bool = attrs.field(default=False, init=False)
+    _jobs: queue.SimpleQueue[_Running] = attrs.field(factory=queue.SimpleQueue, init=False)
+    _pool_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _idle_threads: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         if not callable(self.executor):
@@ -394,9 +400,6 @@ class Worker:
     def close(self) -> None:
         """Stop the event loop of ``async`` executors and close a named executor's connections."""
         self._async.close()
-        if self._writer_pool is not None:
-            self._writer_pool.shutdown(wait=True)
-            self._writer_pool = None
         close = getattr(self.executor, "close", None)
         if self.close_executor and callable(close):
             close()
@@ -496,10 +499,32 @@ class Worker:
         running = _Running(call, attempt)
         with self._cond:
             self._inflight[running.key] = running
-        thread = threading.Thread(
-            target=self._execute, args=(running,), name=f"callschedule-{call.call_id}", daemon=True
-        )
-        thread.start()
+        self._jobs.put(running)
+        with self._pool_lock:
+            if self._idle_threads > 0:
+                self._idle_threads -= 1  # an idle thread of the pool takes it
+                return
+        threading.Thread(target=self._pool_thread, name="callschedule-execute", daemon=True).start()
+
+    def _pool_thread(self) -> None:
+        """An execution thread: runs claimed calls one after another, ends once idle a while.
+
+        ``_idle_threads`` counts the idle threads no queued job is promised to; a thread ends
+        only by taking one of those, so every queued job keeps a thread that will run it.
+        Daemon threads: an execution that never returns must not keep the process alive.
+        """
+        while True:
+            try:
+                running = self._jobs.get(timeout=_THREAD_IDLE_SECONDS)
+            except queue.Empty:
+                with self._pool_lock:
+                    if self._idle_threads > 0:
+                        self._idle_threads -= 1
+                        return
+                continue  # every idle thread is promised to a job: stay for it
+            self._execute(running)
+            with self._pool_lock:
+                self._idle_threads += 1
 
     def _execute(self, running: _Running) -> None:
         """In the execution's own thread: run the executor, hand the result to the loop thread."""
@@ -527,9 +552,8 @@ class Worker:
     def _collect(self) -> None:
         """Record the outcomes of finished executions and free their slots.
 
-        The outcomes are decided here, on the clock's thread, and written concurrently, so a
-        store that shares commits between threads (SQLite's group commit) writes a batch of
-        outcomes in one transaction instead of one commit each.
+        The outcomes are decided here, on the clock's thread, and written as one batch, which
+        a store that can (SQLite, PostgreSQL) commits in one transaction instead of one each.
         """
         with self._cond:
             done, self._done = self._done, []
@@ -557,26 +581,28 @@ class Worker:
             )
             changes.append((new, running.call.version, events))
 
-        def write(change: tuple[Call, int, list[Event]]) -> None:
-            self._commit_quietly(change[0], change[1], change[2], "record the outcome of")
-
         try:
             if len(changes) == 1:
-                write(changes[0])
+                self._commit_quietly(*changes[0], "record the outcome of")
             elif changes:
-                list(self._writers().map(write, changes))
+                self._commit_all_quietly(changes, "record the outcome of")
         finally:
             with self._cond:
                 for running in done:
                     if self._inflight.get(running.key) is running:
                         del self._inflight[running.key]
 
-    def _writers(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._writer_pool is None:
-            self._writer_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=min(self.concurrency, 32), thread_name_prefix="callschedule-record"
-            )
-        return self._writer_pool
+    def _commit_all_quietly(self, changes: list[tuple[Call, int, list[Event]]], what: str) -> None:
+        try:
+            results = self.scheduler.commit_changes(changes)
+        except CallScheduleError:
+            logger.exception("could not %s %d calls", what, len(changes))
+            return
+        for (call, _, _), result in zip(changes, results, strict=True):
+            if isinstance(result, Conflict):
+                self._log_conflict(what, call)
+            elif isinstance(result, CallScheduleError):
+                logger.error("could not %s call %s: %s", what, call.call_id, result)
 
     def _commit_quietly(
         self, call: Call, expected_version: int, events: list[Event], what: str
@@ -584,15 +610,19 @@ class Worker:
         try:
             return self.scheduler.commit_change(call, expected_version, events)
         except Conflict:
-            logger.warning(
-                "could not %s call %s: it changed meanwhile (its lease was lost or it was "
-                "completed through the API)",
-                what,
-                call.call_id,
-            )
+            self._log_conflict(what, call)
         except CallScheduleError:
             logger.exception("could not %s call %s", what, call.call_id)
         return None
+
+    @staticmethod
+    def _log_conflict(what: str, call: Call) -> None:
+        logger.warning(
+            "could not %s call %s: it changed meanwhile (its lease was lost or it was "
+            "completed through the API)",
+            what,
+            call.call_id,
+        )
 
     # -- leases -------------------------------------------------------------------------------
 

@@ -613,6 +613,61 @@ class PostgresStore(Store):
         return _call_from_row(rows[0]) if rows else None
 
     def update_call(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        work = self._update_work(call, expected_version, events)
+
+        def verify() -> tuple[bool, Call]:
+            stored = self.get_call(call.organization_id, call.call_id)
+            if stored is None:
+                raise CallNotFound(call.call_id)
+            if stored == call:
+                return True, call
+            if stored.version == expected_version:
+                return False, call
+            raise Conflict(call.call_id)
+
+        return self._run(work, verify=verify)
+
+    def update_calls(
+        self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
+    ) -> list[Call | CallScheduleError]:
+        """Every change in one transaction, each in its own savepoint: one commit for the batch."""
+        updates: list[Callable[[psycopg.Connection[Any]], Call] | CallScheduleError] = []
+        for call, expected_version, events in changes:
+            try:
+                updates.append(self._update_work(call, expected_version, events))
+            except Conflict as exc:
+                updates.append(exc)
+        last: list[Call | CallScheduleError] = []
+
+        def work(conn: psycopg.Connection[Any]) -> list[Call | CallScheduleError]:
+            results: list[Call | CallScheduleError] = []
+            for update in updates:
+                if isinstance(update, CallScheduleError):
+                    results.append(update)
+                    continue
+                try:
+                    with conn.transaction():  # a savepoint: a refused change leaves the others
+                        results.append(update(conn))
+                except (Conflict, CallNotFound) as exc:
+                    results.append(exc)
+            last[:] = results
+            return results
+
+        def verify() -> tuple[bool, list[Call | CallScheduleError]]:
+            # One transaction: the changes it wrote are all stored, or none is.
+            written = [r for r in last if isinstance(r, Call)]
+            stored = [self.get_call(c.organization_id, c.call_id) for c in written]
+            if all(s == c for s, c in zip(stored, written, strict=True)):
+                return True, list(last)
+            if not any(s == c for s, c in zip(stored, written, strict=True)):
+                return False, list(last)
+            raise Conflict(written[0].call_id, "a batch was half applied: cannot happen in one transaction")
+
+        return self._run(work, verify=verify)
+
+    def _update_work(
+        self, call: Call, expected_version: int, events: Sequence[Event]
+    ) -> Callable[[psycopg.Connection[Any]], Call]:
         if call.version != expected_version + 1:
             raise Conflict(call.call_id, "the new version must be the expected version + 1")
         query = self._q(
@@ -636,17 +691,7 @@ class PostgresStore(Store):
                 self._notify_due(conn, call.scheduled_timestamp)
             return call
 
-        def verify() -> tuple[bool, Call]:
-            stored = self.get_call(call.organization_id, call.call_id)
-            if stored is None:
-                raise CallNotFound(call.call_id)
-            if stored == call:
-                return True, call
-            if stored.version == expected_version:
-                return False, call
-            raise Conflict(call.call_id)
-
-        return self._run(work, verify=verify)
+        return work
 
     def list_calls(
         self,
