@@ -255,6 +255,10 @@ def test_bad_arguments_are_refused_with_the_field_named(scheduler: CallScheduler
         ("scheduled_from", lambda: scheduler.list_calls(ORG, scheduled_from="today")),
         ("reason", lambda: scheduler.cancel(ORG, "c", reason=5)),
         ("organization_id", lambda: scheduler.create_api_key(organization_id=None)),
+        ("source", lambda: scheduler.create_call(ORG, SEED_NOW + 60, source="email")),  # type: ignore[arg-type]
+        ("source", lambda: scheduler.reschedule(ORG, "c", SEED_NOW + 90, source="email")),  # type: ignore[arg-type]
+        ("source", lambda: scheduler.cancel(ORG, "c", source="email")),  # type: ignore[arg-type]
+        ("expected_version", lambda: scheduler.reschedule(ORG, "c", SEED_NOW + 90, expected_version="1")),
         # a folder of the time zone database, and a name longer than a file name may be
         ("timezone", lambda: scheduler.create_call(ORG, SEED_NOW + 60, timezone="America")),
         ("timezone", lambda: scheduler.create_call(ORG, SEED_NOW + 60, timezone="Europe/" + "x" * 300)),

@@ -131,7 +131,7 @@ class CallScheduler:
         call_id = f"call_{uuid.uuid4()}" if call_id is None else _validation.identifier("call_id", call_id)
         timezone = _validation.timezone("timezone", timezone)
         payload = _validation.payload("payload", payload)
-        source = Source(source)
+        source = _source(source)
 
         now_ms = self.clock.now_ms()
         now = now_ms // 1000
@@ -186,7 +186,9 @@ class CallScheduler:
         """
         call = self._get(organization_id, call_id)
         requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
-        source = Source(source)
+        source = _source(source)
+        if expected_version is not None:
+            _validation.positive_int("expected_version", expected_version, maximum=2**62)
         if expected_version is not None and expected_version != call.version:
             raise Conflict(call.call_id, f"expected version {expected_version}, found {call.version}")
         now_ms = self.clock.now_ms()
@@ -228,6 +230,7 @@ class CallScheduler:
         call = self._get(organization_id, call_id)
         if reason is not None:
             _validation.text("reason", reason)
+        source = _source(source)
         _rules.check_status(call)
         now_ms = self.clock.now_ms()
         cancelled = attrs.evolve(
@@ -236,7 +239,7 @@ class CallScheduler:
             version=call.version + 1,
             updated_at=now_ms,
         )
-        self._commit(cancelled, call.version, [_events.cancelled(cancelled, now_ms, Source(source), reason)])
+        self._commit(cancelled, call.version, [_events.cancelled(cancelled, now_ms, source, reason)])
         return cancelled
 
     def get_call(self, organization_id: str, call_id: str) -> Call:
@@ -415,7 +418,7 @@ class CallScheduler:
 
         if attempt is not None:
             attempt = _validation.positive_int("attempt", attempt, maximum=1_000_000)
-        source = Source(source)
+        source = _source(source)
         for _ in range(10):
             call = self._get(organization_id, call_id)
             if call.execution_status is not ExecutionStatus.IN_PROGRESS:
@@ -502,6 +505,14 @@ class CallScheduler:
         if call is None:
             raise CallNotFound(call_id)
         return call
+
+
+def _source(value: object) -> Source:
+    try:
+        return Source(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Source)
+        raise InvalidInput("source", f"expected one of {allowed}, got {value!r}") from None
 
 
 def _statuses(
