@@ -206,9 +206,14 @@ def lib_reschedule(workdir: Path, n: int, base: str = "", stored: int = 0) -> di
 # -- APScheduler -----------------------------------------------------------------------------
 
 
-def aps(workdir: Path, n: int, spread: int, threads: int = 10) -> dict[str, Any]:
+def aps(workdir: Path, n: int, spread: int, threads: int = 10, max_seconds: float = 30.0) -> dict[str, Any]:
     """APScheduler: ``n`` jobs due over ``spread`` seconds on a BackgroundScheduler with a
-    SQLAlchemy job store on a SQLite file and a pool of ``threads``."""
+    SQLAlchemy job store on a SQLite file and a pool of ``threads``.
+
+    Bounded: after ``max_seconds`` past the due time the run stops, and its rate is the jobs
+    that ran by then over the time they took (``partial`` says how many of ``n``); lateness is
+    then that of the jobs that ran, which flatters APScheduler, never callschedule.
+    """
     import _aps
 
     sched = _aps.scheduler(workdir / "aps.db", threads=threads)
@@ -219,25 +224,26 @@ def aps(workdir: Path, n: int, spread: int, threads: int = 10) -> dict[str, Any]
     started_late = time.time() > due
     _aps.RUNS.clear()
     sched.resume()
-    deadline = time.time() + 60 + n / 100
+    deadline = due + spread + max_seconds
     while len(_aps.RUNS) < n and time.time() < deadline:
         time.sleep(0.01)
-    finished = len(_aps.RUNS) >= n
-    sched.shutdown(wait=True)
-    runs = Counter(key for key, _ in _aps.RUNS)
+    sched.shutdown(wait=False)
+    runs_list = list(_aps.RUNS)
+    runs = Counter(key for key, _ in runs_list)
     first_run: dict[str, float] = {}
-    for key, at in _aps.RUNS:
+    for key, at in runs_list:
         first_run.setdefault(key, at)
-    last = max((at for _, at in _aps.RUNS), default=0.0)
+    last = max((at for _, at in runs_list), default=0.0)
+    finished = len(runs) >= n
     result: dict[str, Any] = {
         "executed": len(runs),
-        "misses": n - len(runs),
+        "misses": 0 if not finished else n - len(runs),
         "duplicates": sum(c - 1 for c in runs.values()),
-        "calls_per_s": n / (last - due) if finished and last > due else 0.0,
+        "calls_per_s": len(runs) / (last - due) if last > due else 0.0,
         **_figures([at - due_of[key] for key, at in first_run.items()]),
     }
     if not finished:
-        result["error"] = f"only {len(runs)} of {n} ran in time"
+        result["partial"] = f"{len(runs):,} of {n:,} ran within {max_seconds:.0f} s"
     if started_late:
         result["error"] = "the scheduler resumed after the jobs were due: setup too slow"
     return result
