@@ -178,6 +178,19 @@ class StoreConformance:
         assert store.events("org-a", "call-3") == [created_event(three), three_event]
         assert store.events("org-a", "ghost") == []
 
+    def test_a_batch_may_change_one_call_twice_in_order(self, store: Store) -> None:
+        call = self.add(store, make_call())
+        first, first_event = moved(call, NOW + 1200)
+        second, second_event = moved(first, NOW + 1800)
+        assert store.update_calls(
+            [(first, call.version, [first_event]), (second, first.version, [second_event])]
+        ) == [
+            first,
+            second,
+        ]
+        assert store.get_call("org-a", "call-1") == second
+        assert store.events("org-a", "call-1") == [created_event(call), first_event, second_event]
+
     def test_of_racing_updates_exactly_one_wins(self, store: Store) -> None:
         call = self.add(store, make_call())
         racers = 16

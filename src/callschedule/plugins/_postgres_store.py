@@ -555,14 +555,27 @@ class PostgresStore(Store):
     def _insert_events(self, conn: psycopg.Connection[Any], events: Sequence[Event]) -> None:
         if not events:
             return
-        with conn.cursor() as cursor:
-            cursor.executemany(
+        if len(events) == 1:
+            conn.execute(
                 self._q(
                     "INSERT INTO {events} (organization_id, call_id, type, timestamp, event, data, "
                     "source) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                 ),
-                [_event_row(e) for e in events],
+                _event_row(events[0]),
             )
+            return
+        # Several events in one statement (one round trip), ids in the order given.
+        columns = [list(column) for column in zip(*(_event_row(e) for e in events), strict=True)]
+        conn.execute(
+            self._q(
+                "INSERT INTO {events} (organization_id, call_id, type, timestamp, event, data, source) "
+                "SELECT o, c, t, ts, e, d::json, s FROM unnest(%s::text[], %s::text[], %s::text[], "
+                "%s::bigint[], %s::text[], %s::text[], %s::text[]) "
+                "WITH ORDINALITY AS u(o, c, t, ts, e, d, s, n) "
+                "ORDER BY n"
+            ),
+            columns,
+        )
 
     def _measure_offset(self) -> tuple[float, float]:
         def work(conn: psycopg.Connection[Any]) -> tuple[float, float]:
@@ -630,7 +643,99 @@ class PostgresStore(Store):
     def update_calls(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
     ) -> list[Call | CallScheduleError]:
-        """Every change in one transaction, each in its own savepoint: one commit for the batch."""
+        """One transaction, a few statements for the whole batch: one conditional ``UPDATE`` of
+        every call, one ``INSERT`` of the events of those it changed."""
+        keys = [(call.organization_id, call.call_id) for call, _, _ in changes]
+        if len(set(keys)) != len(keys):  # the same call twice: apply them in order, one by one
+            return self._update_calls_one_by_one(changes)
+        results: list[Call | CallScheduleError | None] = []
+        batch: list[tuple[Call, int, Sequence[Event]]] = []
+        for call, expected_version, events in changes:
+            if call.version != expected_version + 1:
+                results.append(Conflict(call.call_id, "the new version must be the expected version + 1"))
+            else:
+                results.append(None)
+                batch.append((call, expected_version, events))
+        if not batch:
+            return [r for r in results if r is not None]
+        names = [c.strip() for c in _CALL_COLUMNS.split(",") if c.strip() != "created_at"]
+        columns: list[list[Any]] = [[] for _ in range(len(names) + 1)]
+        for call, expected_version, _ in batch:
+            params = _call_params(call)
+            for i, name in enumerate(names):
+                columns[i].append(params[name])
+            columns[-1].append(expected_version)
+        types = {
+            "scheduled_timestamp": "bigint", "attempts": "int", "reschedule_count": "int",
+            "version": "bigint", "updated_at": "bigint", "lease_expires_at": "bigint",
+        }  # fmt: skip
+        update = self._q(
+            "UPDATE {calls} AS c SET "
+            + ", ".join(
+                f"{n} = u.{n}::json" if n in ("payload", "outcome") else f"{n} = u.{n}" for n in names[2:]
+            )
+            + " FROM unnest("
+            + ", ".join(f"%s::{types.get(n, 'text')}[]" for n in names)
+            + ", %s::bigint[]) AS u("
+            + ", ".join(names)
+            + ", expected_version) WHERE c.organization_id = u.organization_id "
+            "AND c.call_id = u.call_id AND c.version = u.expected_version "
+            "RETURNING c.organization_id, c.call_id"
+        )
+        exists = self._q(
+            "SELECT organization_id, call_id FROM {calls} WHERE (organization_id, call_id) IN "
+            "(SELECT * FROM unnest(%s::text[], %s::text[]))"
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> list[Call | CallScheduleError]:
+            changed = {(r[0], r[1]) for r in conn.execute(update, columns).fetchall()}
+            missed = [
+                (c.organization_id, c.call_id)
+                for c, _, _ in batch
+                if (c.organization_id, c.call_id) not in changed
+            ]
+            found: set[tuple[str, str]] = set()
+            if missed:
+                rows = conn.execute(exists, [[k[0] for k in missed], [k[1] for k in missed]]).fetchall()
+                found = {(r[0], r[1]) for r in rows}
+            written: list[Call | CallScheduleError] = []
+            events: list[Event] = []
+            due: list[int] = []
+            for call, _, call_events in batch:
+                key = (call.organization_id, call.call_id)
+                if key in changed:
+                    written.append(call)
+                    events.extend(call_events)
+                    if call.execution_status is ExecutionStatus.PENDING:
+                        due.append(call.scheduled_timestamp)
+                else:
+                    written.append(Conflict(call.call_id) if key in found else CallNotFound(call.call_id))
+            self._insert_events(conn, events)
+            if due:
+                self._notify_due(conn, min(due))
+            merged = iter(written)
+            out = [r if r is not None else next(merged) for r in results]
+            last[:] = out
+            return out
+
+        last: list[Call | CallScheduleError] = []
+
+        def verify() -> tuple[bool, list[Call | CallScheduleError]]:
+            # One transaction: the changes it wrote are all stored, or none is.
+            ok = [r for r in last if isinstance(r, Call)]
+            stored = [self.get_call(c.organization_id, c.call_id) for c in ok]
+            if all(s == c for s, c in zip(stored, ok, strict=True)):
+                return True, list(last)
+            if not any(s == c for s, c in zip(stored, ok, strict=True)):
+                return False, list(last)
+            raise Conflict(ok[0].call_id, "a batch was half applied: cannot happen in one transaction")
+
+        return self._run(work, verify=verify)
+
+    def _update_calls_one_by_one(
+        self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
+    ) -> list[Call | CallScheduleError]:
+        """Every change in one transaction, each in its own savepoint, in order."""
         updates: list[Callable[[psycopg.Connection[Any]], Call] | CallScheduleError] = []
         for call, expected_version, events in changes:
             try:
@@ -654,14 +759,13 @@ class PostgresStore(Store):
             return results
 
         def verify() -> tuple[bool, list[Call | CallScheduleError]]:
-            # One transaction: the changes it wrote are all stored, or none is.
-            written = [r for r in last if isinstance(r, Call)]
-            stored = [self.get_call(c.organization_id, c.call_id) for c in written]
-            if all(s == c for s, c in zip(stored, written, strict=True)):
+            ok = [r for r in last if isinstance(r, Call)]
+            stored = [self.get_call(c.organization_id, c.call_id) for c in ok]
+            if all(s == c for s, c in zip(stored, ok, strict=True)):
                 return True, list(last)
-            if not any(s == c for s, c in zip(stored, written, strict=True)):
+            if not any(s == c for s, c in zip(stored, ok, strict=True)):
                 return False, list(last)
-            raise Conflict(written[0].call_id, "a batch was half applied: cannot happen in one transaction")
+            raise Conflict(ok[0].call_id, "a batch was half applied: cannot happen in one transaction")
 
         return self._run(work, verify=verify)
 
