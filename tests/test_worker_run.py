@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -319,3 +320,37 @@ def test_signatures_fail_for_a_changed_body_another_secret_or_an_old_timestamp()
     assert not verify_signature(SECRET, body, None)
     assert not verify_signature(SECRET, body, "garbage")
     assert not verify_signature(SECRET, body, header.replace("v1=", "v1=0"), now=now)
+
+
+def test_a_stop_before_run_starts_is_not_lost(real_scheduler: CallScheduler) -> None:
+    real_scheduler.create_call(ORG, int(time.time()), call_id="c1")
+    worker = real_scheduler.worker(lambda c, a: None)
+    worker.stop()
+    running = Running(worker)
+    running.thread.join(WAIT)
+    assert not running.thread.is_alive()
+    assert real_scheduler.get_call(ORG, "c1").execution_status is ExecutionStatus.PENDING
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose first claims fail, as a database that restarts would."""
+
+    failures: int = 2
+
+    def claim_due(self, **kwargs: Any) -> list[Call]:
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().claim_due(**kwargs)
+
+
+def test_a_worker_survives_store_errors_and_carries_on() -> None:
+    scheduler = CallScheduler(store=FlakyStore())
+    scheduler.create_call(ORG, int(time.time()), call_id="c1")
+    dialled = threading.Event()
+    running = Running(scheduler.worker(lambda c, a: dialled.set(), poll_interval=0.05))
+    try:
+        assert dialled.wait(WAIT)
+    finally:
+        running.stop_and_join()
+    assert scheduler.get_call(ORG, "c1").execution_status is ExecutionStatus.COMPLETED

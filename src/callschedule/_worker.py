@@ -339,20 +339,24 @@ class Worker:
         and gives back (releases) what is still running after it.
         """
         restore = self._install_signal_handlers() if install_signal_handlers else None
-        self._stopping.clear()
-        self._grace = None
         self._running_loop = True
         self.scheduler.add_due_listener(self._on_due)
         unsubscribe = self.scheduler.store.subscribe_due(self._on_due)
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                cycle = self._cycle()
-                if self._stopping.is_set():
-                    break
-                if cycle.limit and cycle.claimed == cycle.limit and self._free_slots() > 0:
-                    continue  # a full batch: more may be due right now
-                timeout = self._sleep_seconds()
+                try:
+                    cycle = self._cycle()
+                    if self._stopping.is_set():
+                        break
+                    if cycle.limit and cycle.claimed == cycle.limit and self._free_slots() > 0:
+                        continue  # a full batch: more may be due right now
+                    timeout = self._sleep_seconds()
+                except Exception:
+                    # The store is unreachable or locked for longer than its timeout: keep the
+                    # calls in flight, try again after a poll interval, don't die.
+                    logger.exception("worker %s: store operation failed; retrying", self.worker_id)
+                    timeout = self.poll_interval
                 self._wake.wait(timeout)
         finally:
             self.scheduler.remove_due_listener(self._on_due)
@@ -362,6 +366,8 @@ class Worker:
                 self._drain(grace)
             finally:
                 self._running_loop = False
+                self._stopping.clear()  # a later run() starts afresh
+                self._grace = None
                 self.close()
                 if restore is not None:
                     restore()
