@@ -240,3 +240,25 @@ def test_concurrent_reschedules_over_http_each_win_once_or_get_a_conflict(
     assert call["version"] == 1 + len(winners)
     assert call["reschedule_count"] == len(winners)
     assert call["metadata"]["scheduled_timestamp"] == moves[-1]["data"]["new_scheduled_timestamp"]
+
+
+def test_serve_on_a_port_in_use_fails_naming_it_and_runs_no_call(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with callschedule.CallScheduler.open(f"sqlite:///{tmp_path / 'callschedule.db'}") as scheduler:
+            scheduler.create_call("org-789", int(time.time()), call_id="due-now")
+        result = subprocess.run(
+            [sys.executable, "-m", "callschedule", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"could not serve on 127.0.0.1:{port}" in result.stderr
+    # The worker starts only once the API is up: a server that never started ran nothing.
+    with callschedule.CallScheduler.open(f"sqlite:///{tmp_path / 'callschedule.db'}") as scheduler:
+        assert scheduler.get_call("org-789", "due-now").version == 1

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import re
 import signal
+import socket
 import sys
 import threading
 import urllib.parse
@@ -309,7 +310,15 @@ def serve(
                 name="callschedule-worker",
                 daemon=True,
             )
-        server = uvicorn.Server(
+        class _Server(uvicorn.Server):
+            """Starts the worker once the API listens: a server that cannot bind runs no call."""
+
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if self.started and worker_thread is not None:
+                    worker_thread.start()
+
+        server = _Server(
             uvicorn.Config(
                 standalone_app(scheduler),
                 host=host,
@@ -322,8 +331,6 @@ def serve(
         # with this one in place, SIGTERM unwinds through the cleanup below instead of killing us.
         previous_sigterm = signal.signal(signal.SIGTERM, _raise_stop)
         try:
-            if worker_thread is not None:
-                worker_thread.start()
             click.echo(
                 f"callschedule: API on http://{host}:{port}/api (OpenAPI: /api/openapi.json), "
                 f"worker: {executor if worker_thread else 'off'}, store: {display_url(store_url(db))}",
@@ -332,6 +339,10 @@ def serve(
             server.run()
         except (KeyboardInterrupt, _Stop):
             pass
+        except SystemExit:
+            if server.started:
+                raise
+            # uvicorn exits when it cannot start (the port is taken): say so below, with status 1
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             if worker is not None and worker_thread is not None and worker_thread.is_alive():
