@@ -457,6 +457,8 @@ def test_a_report_for_a_finished_attempt_is_refused(scheduler: CallScheduler, fr
     frozen.tick(61)  # no report came: the attempt is over, a new one starts
     worker.run_until_idle()
     assert scheduler.get_call(ORG, "c1").attempts == 2
+    retry = next(e for e in scheduler.events(ORG, "c1") if e.type is EventType.RETRY_SCHEDULED)
+    assert retry.data["error"] == "no report of the outcome arrived before its deadline"
     with pytest.raises(CallNotInProgress):
         scheduler.complete(ORG, "c1", "late report", attempt=1)
 

@@ -354,3 +354,29 @@ def test_a_worker_survives_store_errors_and_carries_on() -> None:
     finally:
         running.stop_and_join()
     assert scheduler.get_call(ORG, "c1").execution_status is ExecutionStatus.COMPLETED
+
+
+class FailingWritesStore(MemoryStore):
+    """A memory store whose writes of outcomes fail twice before the store comes back."""
+
+    failures: int = 2
+
+    def update_call(self, call: Call, expected_version: int, events: Any) -> Call:
+        if call.execution_status is ExecutionStatus.COMPLETED and self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().update_call(call, expected_version, events)
+
+
+def test_an_outcome_is_written_once_the_store_comes_back_not_dialled_again() -> None:
+    store = FailingWritesStore()
+    scheduler = CallScheduler(store=store)
+    scheduler.create_call(ORG, int(time.time()), call_id="c1")
+    dialled: list[str] = []
+    worker = scheduler.worker(lambda c, a: dialled.append(a.idempotency_key) or "answered")
+    assert worker.run_until_idle() == 1
+    assert store.failures == 0
+    assert dialled == ["c1:1"]
+    call = scheduler.get_call(ORG, "c1")
+    assert call.execution_status is ExecutionStatus.COMPLETED
+    assert call.outcome == "answered"

@@ -47,6 +47,9 @@ MisfirePolicy = Literal["run", "skip", "move"]
 _THREAD_IDLE_SECONDS = 5.0
 LeaseExpiryPolicy = Literal["retry", "fail"]
 
+#: The lease owner of a call whose executor returned ``ReportLater``: no worker holds it.
+AWAITING_REPORT = "awaiting-report"
+
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -181,7 +184,7 @@ def settle(
             call,
             version=call.version + 1,
             updated_at=now_ms,
-            lease_owner="awaiting-report",
+            lease_owner=AWAITING_REPORT,
             lease_expires_at=now_ms + math.ceil(result.timeout * 1000),
         )
         return new, [_events.awaiting_report(new, now_ms)]
@@ -588,15 +591,34 @@ class Worker:
             changes.append((new, running.call.version, events))
 
         try:
-            if len(changes) == 1:
-                self._commit_quietly(*changes[0], "record the outcome of")
-            elif changes:
-                self._commit_all_quietly(changes, "record the outcome of")
+            self._write_outcomes(changes)
         finally:
             with self._cond:
                 for running in done:
                     if self._inflight.get(running.key) is running:
                         del self._inflight[running.key]
+
+    def _write_outcomes(self, changes: list[tuple[Call, int, list[Event]]]) -> None:
+        """Write known outcomes; while the store fails (a restart, a lock held too long), try
+        again with backoff rather than drop them, for up to half a lease. An outcome dropped
+        here would come back, through the lease expiry, as a second dial of a call that ran."""
+        delay, deadline = 0.05, time.monotonic() + self.lease_seconds / 2
+        while changes:
+            try:
+                if len(changes) == 1:
+                    self._commit_quietly(*changes[0], "record the outcome of")
+                else:
+                    self._commit_all_quietly(changes, "record the outcome of")
+                return
+            except Exception as exc:
+                if time.monotonic() + delay > deadline:
+                    logger.exception("giving up recording %d outcomes after store errors", len(changes))
+                    return
+                logger.warning(
+                    "store error recording %d outcomes, again in %.2fs: %s", len(changes), delay, exc
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _commit_all_quietly(self, changes: list[tuple[Call, int, list[Event]]], what: str) -> None:
         try:
@@ -681,17 +703,19 @@ class Worker:
         window = self.scheduler.policy.calling_window
         if why == "lease":
             head = _events.lease_expired(call, now_ms, self.lease_expiry)
+            if call.lease_owner == AWAITING_REPORT:
+                error = "no report of the outcome arrived before its deadline"
+            else:
+                error = f"lease expired: worker {call.lease_owner} stopped"
             if self.lease_expiry == "fail":
-                new, tail = _failed(
-                    call, now_ms, f"lease expired: worker {call.lease_owner} stopped", Source.WORKER
-                )
+                new, tail = _failed(call, now_ms, error, Source.WORKER)
                 return new, [head, *tail]
             at = now_ms // 1000 + math.ceil(self.retry.delay(call.attempts, self.rng))
             new, tail = _retry_at(
                 call,
                 now_ms,
                 at,
-                f"lease expired: worker {call.lease_owner} stopped",
+                error,
                 retry=self.retry,
                 window=window,
                 source=Source.WORKER,
