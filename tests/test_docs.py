@@ -27,9 +27,10 @@ from typing import Any
 
 import attrs
 import pytest
+from tests.conftest import SEED_NOW, at
 
 import callschedule
-from callschedule import CallScheduler, Worker, hookspecs
+from callschedule import CallScheduler, RetryPolicy, Worker, hookspecs
 from callschedule.testing import StoreConformance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,6 +353,45 @@ def test_every_page_is_in_the_navigation() -> None:
     pages = {path.name for path in DOCS.glob("*.md")}
     assert sorted(pages - listed) == [], "add these pages to the nav of mkdocs.yml"
     assert sorted(listed - pages) == [], "the nav of mkdocs.yml lists pages that don't exist"
+
+
+def test_the_worker_timeline_picture_is_what_the_worker_does(frozen: Any) -> None:
+    # docs/worker.md draws one call's life: a failed attempt, a worker killed during the second,
+    # recovery by another worker, success. Drive the real worker through it and compare the log
+    # with the events the picture names, in order.
+    text = (DOCS / "worker.md").read_text(encoding="utf-8")
+    picture = re.search(r"```mermaid\n(sequenceDiagram.*?)```", text, re.S)
+    assert picture is not None, "docs/worker.md has no timeline picture"
+    drawn = [e.strip() for group in re.findall(r"\[([a-z_, ]+)\]", picture[1]) for e in group.split(",")]
+
+    due = SEED_NOW + 600
+    with CallScheduler.open("memory://") as scheduler:
+        scheduler.create_call(organization_id="org-1", scheduled_timestamp=due, call_id="call-1")
+        frozen.move_to(at(due))
+
+        def unreachable(call: Any, attempt: Any) -> None:
+            raise ConnectionError("provider unreachable")
+
+        with scheduler.worker(unreachable, retry=RetryPolicy(jitter=0), worker_id="A") as worker_a:
+            worker_a.run_until_idle()
+        retry_at = scheduler.get_call("org-1", "call-1").scheduled_timestamp
+        assert retry_at == due + 60
+        frozen.move_to(at(retry_at))
+        # Worker A claims the second attempt and is killed: nothing renews or finishes it.
+        scheduler.store.claim_due(now=retry_at, now_ms=retry_at * 1000, limit=1, lease_owner="A",
+                                  lease_expires_at=(retry_at + 60) * 1000)
+        frozen.move_to(at(retry_at + 61))
+        with scheduler.worker(lambda c, a: {"answered": True}, retry=RetryPolicy(jitter=0),
+                              worker_id="B") as worker_b:
+            worker_b.run_until_idle()
+            recovered = scheduler.get_call("org-1", "call-1")
+            assert recovered.scheduled_timestamp == retry_at + 61 + 120
+            frozen.move_to(at(recovered.scheduled_timestamp))
+            worker_b.run_until_idle()
+        done = scheduler.get_call("org-1", "call-1")
+        assert (done.execution_status.value, done.attempts) == ("completed", 3)
+        logged = [e.type.value for e in scheduler.events("org-1", "call-1")]
+    assert logged == ["created", *drawn]
 
 
 # -- the hook reference ------------------------------------------------------------------------------
