@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,21 @@ from typing import Any
 import httpx
 import pytest
 
-from callschedule import CallScheduler, EventType, ExecutionStatus, RetryPolicy, Worker
+from callschedule import (
+    CallNotInProgress,
+    CallScheduler,
+    Conflict,
+    EventType,
+    ExecutionStatus,
+    RetryPolicy,
+    Worker,
+)
 from callschedule._model import Call
 from callschedule.executors import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     Attempt,
+    ReportLater,
     WebhookExecutor,
     sign,
     verify_signature,
@@ -380,3 +390,47 @@ def test_an_outcome_is_written_once_the_store_comes_back_not_dialled_again() -> 
     call = scheduler.get_call(ORG, "c1")
     assert call.execution_status is ExecutionStatus.COMPLETED
     assert call.outcome == "answered"
+
+
+def test_a_late_report_racing_the_lease_recovery_wins_or_loses_whole(
+    real_scheduler: CallScheduler,
+) -> None:
+    ids = [f"c{i:03}" for i in range(150)]
+    for call_id in ids:
+        real_scheduler.create_call(ORG, int(time.time()), call_id=call_id)
+    # Every call placed, its report due at once: each is both reportable and recoverable.
+    placer = real_scheduler.worker(lambda c, a: ReportLater(timeout=0), concurrency=len(ids))
+    assert placer.run_once() == len(ids)
+    time.sleep(0.01)
+    reported: dict[str, bool] = {}
+
+    def report() -> None:
+        for call_id in reversed(ids):  # the recovery goes the other way: they meet
+            try:
+                real_scheduler.complete(ORG, call_id, {"answered": True}, attempt=1)
+                reported[call_id] = True
+            except (CallNotInProgress, Conflict):
+                reported[call_id] = False
+
+    reporter = threading.Thread(target=report)
+    recoverer = real_scheduler.worker(lambda c, a: None, retry=RetryPolicy(initial_delay=3600))
+    reporter.start()
+    while reporter.is_alive():
+        recoverer.run_once()
+    reporter.join()
+    recoverer.run_once()
+
+    outcomes: Counter[str] = Counter()
+    for call_id in ids:
+        call = real_scheduler.get_call(ORG, call_id)
+        kinds = [e.type for e in real_scheduler.events(ORG, call_id)]
+        if reported[call_id]:
+            assert call.execution_status is ExecutionStatus.COMPLETED
+            assert EventType.LEASE_EXPIRED not in kinds
+            outcomes["reported"] += 1
+        else:
+            assert call.execution_status is ExecutionStatus.PENDING  # recovered: a new attempt later
+            assert EventType.COMPLETED not in kinds
+            assert kinds[-2:] == [EventType.LEASE_EXPIRED, EventType.RETRY_SCHEDULED]
+            outcomes["recovered"] += 1
+    assert sum(outcomes.values()) == len(ids)
