@@ -206,6 +206,7 @@ def test_bad_body_is_400_naming_the_field(org: Tenant, client: TestClient, body:
     payload = _assert_error(response, 400, "invalid_request")
     assert payload["error"]["details"]["field"].removeprefix("$.") == field
     assert field in payload["message"]
+    assert payload["message"].count(field) == 1, payload["message"]  # said once, plainly
 
 
 # -- 413 payload_too_large --------------------------------------------------------------------------
@@ -510,6 +511,7 @@ def test_bad_cancel_body_is_400(org: Tenant, client: TestClient) -> None:
 
     payload = _assert_error(response, 400, "invalid_request")
     assert payload["error"]["details"]["field"] == "$.reason"
+    assert payload["message"] == "$.reason: expected a string, got an integer"
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ request bodies from JSON with strict types and no unknown fields."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, TypeVar
 
 import attrs
@@ -17,21 +18,37 @@ T = TypeVar("T")
 converter = make_converter(forbid_extra_keys=True)
 
 
+def _json_kind(value: Any) -> str:
+    """What ``value`` is, in JSON's words: ``null``, ``true``, ``a number with a fraction``..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "a number too large for any timestamp"
+        if value.is_integer():
+            return "a decimal number (write whole seconds without a point)"
+        return "a number with a fraction"
+    kinds = {int: "an integer", str: "a string", list: "an array", dict: "an object"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
+
+
 def _strict_int(value: Any, _: type) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
+        raise TypeError(f"expected an integer, got {_json_kind(value)}")
     return value
 
 
 def _strict_str(value: Any, _: type) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
+        raise TypeError(f"expected a string, got {_json_kind(value)}")
     return value
 
 
 def _strict_object(value: Any, _: type) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        raise TypeError(f"expected a JSON object, got {_json_kind(value)}")
     return value
 
 
@@ -166,7 +183,19 @@ def structure_request(body: Any, cls: type[T]) -> T:
         for error in exc.exceptions:
             if isinstance(error, cattrs.ForbiddenExtraKeysError):
                 unknown = sorted(error.extra_fields)
-                raise InvalidInput(f"$.{unknown[0]}", f"unknown field(s): {', '.join(unknown)}") from None
-        messages = cattrs.transform_error(exc)
+                allowed = ", ".join(a.name for a in attrs.fields(cls))  # type: ignore[arg-type]
+                others = f" (also unknown: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+                raise InvalidInput(
+                    f"$.{unknown[0]}", f"unknown field; the body takes {allowed}{others}"
+                ) from None
+        messages = cattrs.transform_error(exc, format_exception=_problem)
         path = messages[0].rpartition(" @ ")[2] or "$"
-        raise InvalidInput(path, "; ".join(messages)) from None
+        problems = [message.rpartition(" @ ")[0] or message for message in messages]
+        raise InvalidInput(path, "; ".join(problems)) from None
+
+
+def _problem(error: BaseException, type_: type | None) -> str:
+    """What is wrong with one field, in the words of our own checks where they raised."""
+    if isinstance(error, TypeError) and str(error).startswith("expected "):
+        return str(error)  # _strict_int and friends: "expected an integer, got float"
+    return cattrs.v.format_exception(error, type_)
