@@ -310,6 +310,7 @@ def serve(
                 name="callschedule-worker",
                 daemon=True,
             )
+
         class _Server(uvicorn.Server):
             """Starts the worker once the API listens: a server that cannot bind runs no call."""
 
