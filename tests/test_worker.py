@@ -269,6 +269,21 @@ def test_a_call_due_inside_the_window_but_claimed_after_it_closed_waits(
     assert dial.attempts == ["c1:1"]
 
 
+def test_a_backlog_found_after_the_window_closed_all_waits_for_the_next_opening(
+    windowed: CallScheduler, frozen: Any
+) -> None:
+    for i in range(5):
+        windowed.create_call(ORG, _utc(2025, 5, 28, 16, 55) + i, call_id=f"c{i}")
+    dial = Recorder()
+    frozen.move_to(dt.datetime(2025, 5, 28, 17, 1, tzinfo=dt.timezone.utc))
+    assert windowed.worker(dial, concurrency=10).run_until_idle() == 0
+    assert dial.attempts == []
+    for i in range(5):
+        call = windowed.get_call(ORG, f"c{i}")
+        assert call.scheduled_timestamp == _utc(2025, 5, 29, 9, 0)
+        assert types(windowed, f"c{i}")[-1] is EventType.WINDOW_DEFERRED
+
+
 # -- misfires ----------------------------------------------------------------------------------
 
 

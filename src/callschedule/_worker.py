@@ -447,19 +447,27 @@ class Worker:
             **options,
         )
         executed = 0
+        given_back: list[tuple[Call, int, list[Event]]] = []
         for call in sorted(claimed, key=lambda c: (c.scheduled_timestamp, c.call_id)):
-            if self._admit(call, now_ms):
+            change = self._admit(call, now_ms)
+            if change is None:
                 self._dispatch(call, now_ms)
                 executed += 1
+            else:
+                given_back.append(change)
+        if len(given_back) == 1:
+            self._commit_quietly(*given_back[0], "give back")
+        elif given_back:  # a backlog found outside the window, or overdue: one commit
+            self._commit_all_quietly(given_back, "give back")
         return _Cycle(claimed=len(claimed), executed=executed, recovered=recovered, limit=limit)
 
     def _free_slots(self) -> int:
         with self._cond:
             return max(0, self.concurrency - len(self._inflight))
 
-    def _admit(self, call: Call, now_ms: int) -> bool:
-        """Whether the claimed call runs now; if not, give it back under the misfire policy or
-        the calling window, with the event that says why."""
+    def _admit(self, call: Call, now_ms: int) -> tuple[Call, int, list[Event]] | None:
+        """``None`` if the claimed call runs now; else the change that gives it back under the
+        misfire policy or the calling window, with the event that says why."""
         now = now_ms // 1000
         window = self.scheduler.policy.calling_window
         late = now - call.scheduled_timestamp
@@ -492,9 +500,8 @@ class Worker:
             )
             events = [_events.window_deferred(new, now_ms, call.scheduled_timestamp)]
         else:
-            return True
-        self._commit_quietly(new, call.version, events, "give back")
-        return False
+            return None
+        return new, call.version, events
 
     # -- executing ----------------------------------------------------------------------------
 
