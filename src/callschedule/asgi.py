@@ -233,11 +233,26 @@ def _parse_json(body: bytes, *, optional: bool = False) -> Any:
     if optional and not body.strip():
         return {}
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_parse_int)
     except UnicodeDecodeError:
         raise InvalidInput("$", "the body is not UTF-8 text") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InvalidInput("$", "the body nests arrays or objects too deeply") from None
+    except ValueError as exc:
         raise InvalidInput("$", f"the body is not valid JSON ({exc})") from None
+
+
+#: Digits of the longest integer a body may hold: far beyond any timestamp or sensible payload
+#: number, and short of the interpreter's own conversion limit (whose message names its internals).
+_MAX_INT_DIGITS = 100
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(
+            f"an integer of {len(text.lstrip('-'))} digits; at most {_MAX_INT_DIGITS} are accepted"
+        )
+    return int(text)
 
 
 def _query_int(query: Mapping[str, str], name: str) -> int | None:
