@@ -396,3 +396,31 @@ def race_reschedules_against_claims(kind: str, url: str, rounds: int) -> None:
     assert outcomes["moved"] > 0
     assert outcomes["refused: conflict"] + outcomes["refused: not pending"] > 0
     print(f"\n{kind}: {rounds} races: {dict(outcomes)}")
+
+
+@pytest.mark.slow
+def test_the_worker_command_applies_its_policy_options(tmp_path: Path, workers: Workers) -> None:
+    url = f"sqlite:///{tmp_path / 'calls.db'}"
+    an_hour_ago = time.time() - 3600
+    # Created an hour ago (the clock says so) for a minute later: overdue by 59 minutes now.
+    with CallScheduler.open(url, clock=StoppedClock(an_hour_ago)) as back_then:
+        back_then.create_call(ORG, int(an_hour_ago) + 60, call_id="overdue")
+    with CallScheduler.open(url) as scheduler:
+        scheduler.create_call(ORG, int(time.time()), call_id="on-time")
+        command = [sys.executable, "-m", "callschedule", "worker", "--db", url, "--executor", "log"]
+        command += ["--misfire", "skip", "--misfire-grace", "300", "--max-attempts", "1"]
+        process = subprocess.Popen(
+            command, env=workers.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+        )
+        workers.processes.append(process)
+        wait_for(
+            lambda: (
+                scheduler.get_call(ORG, "on-time").execution_status is ExecutionStatus.COMPLETED
+                and scheduler.get_call(ORG, "overdue").execution_status is ExecutionStatus.FAILED
+            ),
+            "the worker command to run one call and skip the other",
+        )
+        assert workers.terminate(process) == 0
+        skipped = scheduler.events(ORG, "overdue")[-1]
+    assert skipped.type is EventType.MISFIRE_SKIPPED
+    assert skipped.data["late_seconds"] >= 3500

@@ -246,10 +246,72 @@ def _worker_options(func: F) -> F:
             type=click.IntRange(min=1),
             help="Calls executed at once.",
         ),
+        click.option(
+            "--max-attempts",
+            default=3,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Attempts per call in all, the first included.",
+        ),
+        click.option(
+            "--retry-delay",
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(min=0),
+            help="Seconds before the first retry; doubled after each further failure.",
+        ),
+        click.option(
+            "--lease-seconds",
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(min=0, min_open=True),
+            help="How long a claim holds unless renewed (running calls renew it).",
+        ),
+        click.option(
+            "--lease-expiry",
+            default="retry",
+            show_default=True,
+            type=click.Choice(["retry", "fail"]),
+            help="What happens to a call whose worker died.",
+        ),
+        click.option(
+            "--misfire",
+            default="run",
+            show_default=True,
+            type=click.Choice(["run", "skip", "move"]),
+            help="What happens to a call found overdue (the system was down).",
+        ),
+        click.option(
+            "--misfire-grace",
+            default=60.0,
+            show_default=True,
+            type=click.FloatRange(min=0),
+            help="Seconds a call may be late before it counts as overdue.",
+        ),
+        click.option(
+            "--organization-limit",
+            default=None,
+            type=click.IntRange(min=1),
+            help="At most this many calls of one organization in progress at once.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _worker_policy(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``scheduler.worker()`` keyword arguments for the policy options of ``_worker_options``."""
+    from callschedule import RetryPolicy
+
+    return {
+        "retry": RetryPolicy(max_attempts=options["max_attempts"], initial_delay=options["retry_delay"]),
+        "lease_seconds": options["lease_seconds"],
+        "lease_expiry": options["lease_expiry"],
+        "misfire": options["misfire"],
+        "misfire_grace_seconds": options["misfire_grace"],
+        "organization_limit": options["organization_limit"],
+    }
 
 
 def _executor_options(url: str | None, secret: str | None) -> dict[str, Any]:
@@ -286,6 +348,7 @@ def serve(
     secret: str | None,
     concurrency: int,
     log_level: str,
+    **policy: Any,
 ) -> None:
     """Serve the HTTP API at /api (and a worker, unless --no-worker) until SIGINT or SIGTERM."""
     try:
@@ -303,6 +366,7 @@ def serve(
                 executor=executor,
                 executor_options=_executor_options(url, secret),
                 concurrency=concurrency,
+                **_worker_policy(policy),
             )
             worker_thread = threading.Thread(
                 target=worker.run,
@@ -357,13 +421,16 @@ def serve(
 @main.command()
 @_db_option
 @_worker_options
-def worker(db: str, executor: str, url: str | None, secret: str | None, concurrency: int) -> None:
+def worker(
+    db: str, executor: str, url: str | None, secret: str | None, concurrency: int, **policy: Any
+) -> None:
     """Run a worker: hand each due call to the executor, until SIGINT or SIGTERM."""
     with _open(db) as scheduler:
         running = scheduler.worker(
             executor=executor,
             executor_options=_executor_options(url, secret),
             concurrency=concurrency,
+            **_worker_policy(policy),
         )
         click.echo(
             f"callschedule: worker with executor {executor}, store: {display_url(store_url(db))}", err=True
