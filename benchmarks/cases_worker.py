@@ -206,7 +206,7 @@ def lib_reschedule(workdir: Path, n: int, base: str = "", stored: int = 0) -> di
 # -- APScheduler -----------------------------------------------------------------------------
 
 
-def aps(workdir: Path, n: int, spread: int, threads: int = 10, max_seconds: float = 30.0) -> dict[str, Any]:
+def aps(workdir: Path, n: int, spread: int, threads: int = 10, max_seconds: float = 15.0) -> dict[str, Any]:
     """APScheduler: ``n`` jobs due over ``spread`` seconds on a BackgroundScheduler with a
     SQLAlchemy job store on a SQLite file and a pool of ``threads``.
 
