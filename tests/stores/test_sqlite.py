@@ -9,7 +9,7 @@ import pytest
 from sqlite_utils import Database
 
 from callschedule import InvalidInput
-from callschedule.plugins.sqlite import SCHEMA_VERSION, SQLiteStore, migrations
+from callschedule.plugins.sqlite import MAX_IDLE_READERS, SCHEMA_VERSION, SQLiteStore, migrations
 from callschedule.testing import created_event, make_call
 
 
@@ -67,3 +67,24 @@ def test_bad_urls_are_refused(url: str, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidInput):
         SQLiteStore.from_url(url)
+
+
+def test_threads_that_come_and_go_do_not_pile_up_open_connections(tmp_path: Path) -> None:
+    import threading
+
+    import psutil
+
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    store.insert_call(make_call(), created_event(make_call()))
+    process = psutil.Process()
+    before = len(process.open_files())
+    for _ in range(5):
+        threads = [threading.Thread(target=store.get_call, args=("org-a", "call-1")) for _ in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    opened = len(process.open_files()) - before
+    assert opened <= 2 * MAX_IDLE_READERS, f"{opened} files left open by 200 short-lived threads"
+    store.close()
+    assert len(process.open_files()) < before

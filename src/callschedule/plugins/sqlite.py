@@ -4,7 +4,7 @@ Writes from all threads of a process go through one connection and share commits
 commit): each change runs in its own savepoint inside a transaction that may hold several
 changes, and no caller returns before that transaction is committed. A change that fails
 (a conflict) rolls back its savepoint alone. Other processes wait on the file lock up to the
-busy timeout. Reads use one connection per thread and never wait for writers.
+busy timeout. Reads borrow connections from a small pool and never wait for writers.
 
 URL options: ``?synchronous=full`` (default: an acknowledged change survives power loss) or
 ``normal`` (survives a crash of the process, not of the machine; faster), and
@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +36,9 @@ from callschedule.hookspecs import hookimpl
 T = TypeVar("T")
 
 migrations = Migrations("callschedule")
+
+#: Read connections kept open between reads; more are opened while more threads read at once.
+MAX_IDLE_READERS = 8
 
 #: The schema version a database is at after opening: the number of applied migrations.
 SCHEMA_VERSION = 2
@@ -234,9 +237,9 @@ class SQLiteStore(Store):
     busy_timeout_ms: int = 30_000
 
     _writer: sqlite3.Connection = attrs.field(init=False)
-    _local: threading.local = attrs.field(factory=threading.local, init=False)
-    _readers: list[sqlite3.Connection] = attrs.field(factory=list, init=False)
+    _idle_readers: list[sqlite3.Connection] = attrs.field(factory=list, init=False)
     _readers_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
     _queue: list[_Pending] = attrs.field(factory=list, init=False)
     _committing: bool = attrs.field(default=False, init=False)
     _cond: threading.Condition = attrs.field(factory=threading.Condition, init=False)
@@ -302,27 +305,38 @@ class SQLiteStore(Store):
 
     def schema_version(self) -> int:
         """How many migrations this database has applied."""
-        return len(migrations.applied(Database(self._reader())))
+        with self._reader() as conn:
+            return len(migrations.applied(Database(conn)))
 
-    # -- reads: one connection per thread, never blocked by writers (WAL) ----------------------
+    # -- reads: a small pool of connections, never blocked by writers (WAL) --------------------
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a read connection. The pool keeps at most ``MAX_IDLE_READERS`` idle, so a host
+        whose threads come and go (a thread pool retiring idle threads) holds no more files
+        than its peak of concurrent reads."""
+        with self._readers_lock:
+            conn = self._idle_readers.pop() if self._idle_readers else None
         if conn is None:
             conn = self._connect()
-            self._local.conn = conn
+        try:
+            yield conn
+        finally:
             with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+                keep = len(self._idle_readers) < MAX_IDLE_READERS and not self._closed
+                if keep:
+                    self._idle_readers.append(conn)
+            if not keep:
+                conn.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        try:  # the common case first, without the retry machinery
-            return (conn or self._reader()).execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-        return self._retry_locked(lambda: self._reader().execute(sql, params).fetchall())
+        with self._reader() as conn:
+            try:  # the common case first, without the retry machinery
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            return self._retry_locked(lambda: conn.execute(sql, params).fetchall())
 
     # -- writes: group commit -----------------------------------------------------------------
 
@@ -566,9 +580,10 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         with self._readers_lock:
-            for conn in self._readers:
+            self._closed = True
+            for conn in self._idle_readers:
                 conn.close()
-            self._readers.clear()
+            self._idle_readers.clear()
         with self._cond:
             self._writer.close()
 
