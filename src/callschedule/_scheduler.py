@@ -487,11 +487,13 @@ class CallScheduler:
         return stored
 
     def _after_commit(self, call: Call, events: Sequence[Event]) -> None:
-        for event in events:
-            try:
-                self.plugin_manager.hook.callschedule_event(call=call, event=event)
-            except Exception:
-                logger.exception("callschedule_event listener failed for %s", call.call_id)
+        hook = self.plugin_manager.hook.callschedule_event
+        if hook.get_hookimpls():  # a hot path: no listener, no call
+            for event in events:
+                try:
+                    hook(call=call, event=event)
+                except Exception:
+                    logger.exception("callschedule_event listener failed for %s", call.call_id)
         if call.execution_status is ExecutionStatus.PENDING:
             with self._listeners_lock:
                 listeners = list(self._due_listeners)
