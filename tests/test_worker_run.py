@@ -434,3 +434,26 @@ def test_a_late_report_racing_the_lease_recovery_wins_or_loses_whole(
             assert kinds[-2:] == [EventType.LEASE_EXPIRED, EventType.RETRY_SCHEDULED]
             outcomes["recovered"] += 1
     assert sum(outcomes.values()) == len(ids)
+
+
+def test_a_second_stop_with_a_shorter_grace_ends_the_wait(real_scheduler: CallScheduler) -> None:
+    real_scheduler.create_call(ORG, int(time.time()), call_id="stuck")
+    started = threading.Event()
+    release = threading.Event()
+
+    def dial(call: Any, attempt: Attempt) -> str:
+        started.set()
+        release.wait(WAIT)
+        return "too late"
+
+    running = Running(real_scheduler.worker(dial))
+    try:
+        assert started.wait(WAIT)
+        running.worker.stop(grace=3600)  # would wait an hour for the stuck call...
+        time.sleep(0.1)
+        assert running.thread.is_alive()
+        running.stop_and_join(grace=0)  # ...until told to stop now: it is released at once
+        assert real_scheduler.get_call(ORG, "stuck").execution_status is ExecutionStatus.PENDING
+        assert real_scheduler.events(ORG, "stuck")[-1].type is EventType.RELEASED
+    finally:
+        release.set()

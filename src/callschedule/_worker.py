@@ -316,6 +316,7 @@ class Worker:
     _wake: threading.Event = attrs.field(factory=threading.Event, init=False)
     _stopping: threading.Event = attrs.field(factory=threading.Event, init=False)
     _grace: float | None = attrs.field(default=None, init=False)
+    _drain_deadline: float | None = attrs.field(default=None, init=False)
     _sleep_until: float = attrs.field(default=0.0, init=False)
     _async: _AsyncRunner = attrs.field(factory=_AsyncRunner, init=False)
     _running_loop: bool = attrs.field(default=False, init=False)
@@ -371,6 +372,7 @@ class Worker:
                 self._running_loop = False
                 self._stopping.clear()  # a later run() starts afresh
                 self._grace = None
+                self._drain_deadline = None
                 self.close()
                 if restore is not None:
                     restore()
@@ -379,7 +381,7 @@ class Worker:
         """Recover expired leases, claim up to ``concurrency`` calls due now, execute them, record
         their outcomes, and return how many were handed to the executor."""
         cycle = self._cycle()
-        self._wait_idle(None)
+        self._wait_idle()
         return cycle.executed
 
     def run_until_idle(self) -> int:
@@ -387,7 +389,7 @@ class Worker:
         total = 0
         while True:
             cycle = self._cycle()
-            self._wait_idle(None)
+            self._wait_idle()
             total += cycle.executed
             if cycle.claimed == 0 and cycle.recovered == 0:
                 return total
@@ -396,11 +398,15 @@ class Worker:
         """Ask :meth:`run` to stop: claim nothing more, wait up to ``grace`` seconds (default
         ``stop_grace_seconds``) for running executions, then release what still runs.
 
-        Returns at once; safe from any thread and from signal handlers.
+        Returns at once; safe from any thread and from signal handlers. Called again during
+        the grace period with a shorter ``grace`` (``0``: release now), it shortens it.
         """
         if grace is not None:
             _non_negative(self, attrs.fields(Worker).stop_grace_seconds, grace)
             self._grace = grace
+            deadline = self._drain_deadline
+            if deadline is not None:
+                self._drain_deadline = min(deadline, time.monotonic() + grace)
         self._stopping.set()
         self._wake.set()
         with self._cond:
@@ -766,10 +772,11 @@ class Worker:
         self._sleep_until = now + timeout
         return max(0.0, timeout)
 
-    def _wait_idle(self, deadline: float | None) -> bool:
+    def _wait_idle(self, draining: bool = False) -> bool:
         """Wait until no execution runs, recording outcomes and renewing leases meanwhile;
-        ``False`` at the deadline (a :func:`time.monotonic` value)."""
+        when ``draining``, ``False`` once the stop's grace period is over."""
         while True:
+            deadline = self._drain_deadline if draining else None
             self._collect()
             with self._cond:
                 if not self._inflight:
@@ -789,7 +796,10 @@ class Worker:
 
     def _drain(self, grace: float) -> None:
         """Stop: wait up to ``grace`` seconds for running executions, then release the rest."""
-        if self._wait_idle(time.monotonic() + grace):
+        self._drain_deadline = time.monotonic() + grace
+        if self._grace is not None:  # a stop(grace) that came while the deadline was being set
+            self._drain_deadline = min(self._drain_deadline, time.monotonic() + self._grace)
+        if self._wait_idle(draining=True):
             return
         self._collect()
         now_ms = self.scheduler.clock.now_ms()
@@ -815,9 +825,7 @@ class Worker:
         def handle(signum: int, frame: FrameType | None) -> None:
             if self._stopping.is_set():
                 logger.warning("second stop signal: releasing running calls now")
-                self._grace = 0.0
-                with self._cond:
-                    self._cond.notify_all()
+                self.stop(grace=0.0)
                 return
             logger.info("signal %s: stopping after running calls finish", signum)
             self.stop()
