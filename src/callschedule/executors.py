@@ -199,9 +199,9 @@ class WebhookExecutor:
     """
 
     url: str
-    secret: str
+    secret: str = attrs.field(repr=False)  # never in logs, reprs or tracebacks
     timeout: float = 10.0
-    headers: Mapping[str, str] = attrs.field(factory=dict)
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)  # may carry credentials
     _client: httpx.Client | None = attrs.field(default=None, alias="client")
 
     def __attrs_post_init__(self) -> None:
