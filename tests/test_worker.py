@@ -201,6 +201,8 @@ def test_permanent_failure_fails_at_once(scheduler: CallScheduler) -> None:
 
 
 def test_retry_later_arguments_are_checked() -> None:
+    with pytest.raises(InvalidInput, match="timeout"):
+        ReportLater(timeout=-5)
     with pytest.raises(InvalidInput, match="at"):
         RetryLater(at=1.5)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="delay"):

@@ -104,7 +104,12 @@ class ReportLater:
     worker's ``lease_expiry`` policy: retried with a new attempt, or failed).
     """
 
-    timeout: float = 3600.0
+    timeout: float = attrs.field(default=3600.0)
+
+    @timeout.validator
+    def _check_timeout(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise InvalidInput("timeout", f"expected a non-negative number of seconds, got {value!r}")
 
 
 # -- built-in executors --------------------------------------------------------------------------
