@@ -22,6 +22,7 @@ from callschedule import (
     InvalidInput,
     RetryPolicy,
     SchedulingPolicy,
+    hookimpl,
 )
 from callschedule.executors import Attempt, PermanentFailure, ReportLater, RetryLater
 
@@ -76,6 +77,29 @@ def test_due_calls_are_executed_once_and_completed_with_their_outcome(
     completed = scheduler.events(ORG, "due")[-1]
     assert completed.data == {"attempt": 1, "outcome": {"duration": 42}}
     assert scheduler.get_call(ORG, "later").execution_status is ExecutionStatus.PENDING
+
+
+def test_event_listeners_hear_every_step_of_an_execution(store_url: str, frozen: Any) -> None:
+    heard: list[tuple[str, EventType]] = []
+
+    class Listener:
+        @hookimpl
+        def callschedule_event(self, call: Any, event: Any) -> None:
+            heard.append((call.call_id, event.type))
+
+    with CallScheduler.open(store_url, plugins=[Listener()]) as scheduler:
+        scheduler.create_call(ORG, T0, call_id="c1")
+        scheduler.worker(Recorder(RuntimeError("busy")), retry=NO_JITTER).run_once()
+        frozen.tick(60)
+        scheduler.worker(Recorder()).run_once()
+        assert [kind for _, kind in heard] == [e.type for e in scheduler.events(ORG, "c1")]
+    assert [kind for _, kind in heard] == [
+        EventType.CREATED,
+        EventType.CLAIMED,
+        EventType.RETRY_SCHEDULED,
+        EventType.CLAIMED,
+        EventType.COMPLETED,
+    ]
 
 
 def test_async_executors_are_awaited(scheduler: CallScheduler) -> None:

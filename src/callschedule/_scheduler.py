@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -463,6 +464,28 @@ class CallScheduler:
         :raises Conflict: the stored call is not at ``expected_version``.
         """
         return self._commit(call, expected_version, events)
+
+    def claim_due(
+        self, *, limit: int, lease_owner: str, lease_seconds: float, organization_limit: int | None = None
+    ) -> list[Call]:
+        """Claim up to ``limit`` calls due now for ``lease_owner`` (see :meth:`Store.claim_due`),
+        then tell the ``callschedule_event`` listeners of each ``claimed`` event. For workers."""
+        now_ms = self.clock.now_ms()
+        options: dict[str, Any] = {}
+        if organization_limit is not None:
+            options["organization_limit"] = organization_limit
+        claimed = self.store.claim_due(
+            now=now_ms // 1000,
+            now_ms=now_ms,
+            limit=limit,
+            lease_owner=lease_owner,
+            lease_expires_at=now_ms + math.ceil(lease_seconds * 1000),
+            **options,
+        )
+        for call in claimed:
+            # The store wrote exactly this event (same call, same time) in the claim's transaction.
+            self._after_commit(call, [_events.claimed(call, now_ms)])
+        return claimed
 
     def commit_changes(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]

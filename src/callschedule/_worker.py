@@ -440,18 +440,13 @@ class Worker:
         limit = self._free_slots()
         if limit == 0 or (self._stopping.is_set() and self._running_loop):
             return _Cycle(recovered=recovered)
-        now_ms = self.scheduler.clock.now_ms()
-        options: dict[str, Any] = {}
-        if self.organization_limit is not None:
-            options["organization_limit"] = self.organization_limit
-        claimed = self.scheduler.store.claim_due(
-            now=now_ms // 1000,
-            now_ms=now_ms,
+        claimed = self.scheduler.claim_due(
             limit=limit,
             lease_owner=self.worker_id,
-            lease_expires_at=now_ms + self._lease_ms,
-            **options,
+            lease_seconds=self.lease_seconds,
+            organization_limit=self.organization_limit,
         )
+        now_ms = self.scheduler.clock.now_ms()
         executed = 0
         given_back: list[tuple[Call, int, list[Event]]] = []
         for call in sorted(claimed, key=lambda c: (c.scheduled_timestamp, c.call_id)):
