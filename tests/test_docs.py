@@ -63,8 +63,10 @@ def examples(path: Path) -> list[Example]:
         if m := MARKER.match(lines[i]):
             action, argument = m["action"], m["argument"]
             if action not in ("skip", "file") or not argument:
-                raise ValueError(f"{path}:{i + 1}: expected '<!-- docs-test: skip REASON -->' "
-                                 f"or '<!-- docs-test: file NAME -->', got {lines[i].strip()!r}")
+                raise ValueError(
+                    f"{path}:{i + 1}: expected '<!-- docs-test: skip REASON -->' "
+                    f"or '<!-- docs-test: file NAME -->', got {lines[i].strip()!r}"
+                )
             marker = (i + 1, action, argument)
             i += 1
             continue
@@ -82,7 +84,7 @@ def examples(path: Path) -> list[Example]:
         while i < len(lines) and not (
             lines[i].strip().startswith(closing) and lines[i].strip().strip(closing[0]) == ""
         ):
-            body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
+            body.append(lines[i][len(indent) :] if lines[i].startswith(indent) else lines[i].lstrip())
             i += 1
         i += 1  # the closing fence
         if language in PYTHON:
@@ -233,7 +235,10 @@ def test_the_quickstart_followed_literally_ends_with_an_executed_call_and_its_lo
     with serve_log.open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "-m", *shlex.split(start), "--port", str(port)],
-            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_for_port(port, server, serve_log)
@@ -378,11 +383,17 @@ def test_the_worker_timeline_picture_is_what_the_worker_does(frozen: Any) -> Non
         assert retry_at == due + 60
         frozen.move_to(at(retry_at))
         # Worker A claims the second attempt and is killed: nothing renews or finishes it.
-        scheduler.store.claim_due(now=retry_at, now_ms=retry_at * 1000, limit=1, lease_owner="A",
-                                  lease_expires_at=(retry_at + 60) * 1000)
+        scheduler.store.claim_due(
+            now=retry_at,
+            now_ms=retry_at * 1000,
+            limit=1,
+            lease_owner="A",
+            lease_expires_at=(retry_at + 60) * 1000,
+        )
         frozen.move_to(at(retry_at + 61))
-        with scheduler.worker(lambda c, a: {"answered": True}, retry=RetryPolicy(jitter=0),
-                              worker_id="B") as worker_b:
+        with scheduler.worker(
+            lambda c, a: {"answered": True}, retry=RetryPolicy(jitter=0), worker_id="B"
+        ) as worker_b:
             worker_b.run_until_idle()
             recovered = scheduler.get_call("org-1", "call-1")
             assert recovered.scheduled_timestamp == retry_at + 61 + 120

@@ -200,7 +200,7 @@ def test_async_executors_run_under_the_loop(real_scheduler: CallScheduler) -> No
             assert done.acquire(timeout=WAIT)
     finally:
         running.stop_and_join()
-    assert {c.outcome for c in real_scheduler.list_calls(ORG).calls} == {f"c{i}:1" for i in range(5)}
+    assert {c.outcome for c in real_scheduler.list_calls(ORG).calls} == {f"{ORG}:c{i}:1" for i in range(5)}
 
 
 # -- the webhook executor ----------------------------------------------------------------------
@@ -267,10 +267,10 @@ def test_the_webhook_executor_posts_each_call_signed(receiver: Receiver) -> None
         call = scheduler.get_call(ORG, "c1")
     [request] = receiver.received
     assert request["verified"] is True
-    assert request["idempotency_key"] == "c1:1"
+    assert request["idempotency_key"] == f"{ORG}:c1:1"
     assert request["body"]["call"]["call_id"] == "c1"
     assert request["body"]["call"]["payload"] == {"to": "+15551234567"}
-    assert request["body"]["attempt"] == {"number": 1, "idempotency_key": "c1:1"}
+    assert request["body"]["attempt"] == {"number": 1, "idempotency_key": f"{ORG}:c1:1"}
     assert call.execution_status is ExecutionStatus.COMPLETED
     assert call.outcome == {"status_code": 200, "response": {"dialled": True}}
 
@@ -386,7 +386,7 @@ def test_an_outcome_is_written_once_the_store_comes_back_not_dialled_again() -> 
     worker = scheduler.worker(lambda c, a: dialled.append(a.idempotency_key) or "answered")
     assert worker.run_until_idle() == 1
     assert store.failures == 0
-    assert dialled == ["c1:1"]
+    assert dialled == [f"{ORG}:c1:1"]
     call = scheduler.get_call(ORG, "c1")
     assert call.execution_status is ExecutionStatus.COMPLETED
     assert call.outcome == "answered"

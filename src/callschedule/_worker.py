@@ -116,8 +116,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def _describe(error: BaseException) -> str:
+    """The full text of an executor's error, for the worker's log (the operator's eyes only)."""
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _public_error(error: BaseException) -> str:
+    """What the call's event log, which its organization reads, says of an unexpected error.
+
+    Only the exception's type: its text may hold what the organization must not see (a driver's
+    connection string, another system's error page). The full text is in the worker's log.
+    Reasons given on purpose (``RetryLater(reason=...)``, ``PermanentFailure(reason)``) are
+    written as they are.
+    """
+    return f"{type(error).__name__} (details in the worker's log)"
 
 
 def _in_window(at: int, call: Call, window: CallingWindow | None) -> int:
@@ -208,7 +220,7 @@ def settle(
         )
     if isinstance(result, BaseException):
         at = now + math.ceil(retry.delay(call.attempts, rng))
-        return _retry_at(call, now_ms, at, _describe(result), retry=retry, window=window, source=source)
+        return _retry_at(call, now_ms, at, _public_error(result), retry=retry, window=window, source=source)
     outcome = _jsonable(result)
     new = attrs.evolve(
         call,
@@ -558,7 +570,7 @@ class Worker:
             result = self.executor(call, attempt)
             if inspect.isawaitable(result):
                 result = self._async.run(result)
-        except Exception as exc:
+        except BaseException as exc:  # a dial cut off (CancelledError, SystemExit) is not a success
             if not isinstance(exc, RetryLater | PermanentFailure):
                 logger.warning(
                     "attempt %s of call %s failed: %s", attempt.number, call.call_id, _describe(exc)

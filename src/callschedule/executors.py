@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +33,8 @@ import attrs
 from callschedule._model import Call
 from callschedule.exceptions import InvalidInput
 
+logger = logging.getLogger("callschedule.executors")
+
 if TYPE_CHECKING:
     import httpx
 
@@ -40,7 +43,7 @@ Executor = Callable[[Call, "Attempt"], Any | Awaitable[Any]]
 
 #: The header carrying ``t=<unix seconds>,v1=<hex HMAC-SHA256>`` of ``f"{t}.{body}"``.
 SIGNATURE_HEADER = "X-Callschedule-Signature"
-#: The header carrying the attempt's idempotency key (``call_id:attempt``).
+#: The header carrying the attempt's idempotency key (``organization_id:call_id:attempt``).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -48,9 +51,10 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 class Attempt:
     """One try at placing a call.
 
-    ``number`` counts from 1 for each call; ``idempotency_key`` (``f"{call_id}:{number}"``) is
-    the same for every delivery of this attempt and differs between attempts, so a dialer can
-    refuse to place the same attempt twice.
+    ``number`` counts from 1 for each call; ``idempotency_key``
+    (``f"{organization_id}:{call_id}:{number}"``; call ids are unique only within an
+    organization) is the same for every delivery of this attempt and differs between attempts
+    and between calls, so a dialer can refuse to place the same attempt twice.
     """
 
     call_id: str
@@ -61,8 +65,8 @@ class Attempt:
 
     @property
     def idempotency_key(self) -> str:
-        """``f"{call_id}:{number}"``."""
-        return f"{self.call_id}:{self.number}"
+        """``f"{organization_id}:{call_id}:{number}"``."""
+        return f"{self.organization_id}:{self.call_id}:{self.number}"
 
 
 class RetryLater(Exception):
@@ -85,6 +89,14 @@ class RetryLater(Exception):
         self.delay = delay
         self.reason = reason
         super().__init__(reason or "retry requested")
+
+
+class WebhookFailed(Exception):
+    """The webhook answered a status that counts as a failed attempt (5xx, say)."""
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        super().__init__(f"HTTP {status_code} from webhook")
 
 
 class PermanentFailure(Exception):
@@ -194,7 +206,8 @@ _PERMANENT = frozenset({400, 401, 403, 404, 405, 410, 413, 415, 422})
 class WebhookExecutor:
     """POSTs each call as JSON to ``url``, signed with HMAC-SHA256 over ``secret``.
 
-    Headers: ``Content-Type: application/json``, ``Idempotency-Key: <call_id>:<attempt>`` and
+    Headers: ``Content-Type: application/json``,
+    ``Idempotency-Key: <organization_id>:<call_id>:<attempt>`` and
     ``X-Callschedule-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``.
 
     The answer decides the outcome: 2xx completes the call (outcome: status code and JSON body),
@@ -243,9 +256,14 @@ class WebhookExecutor:
             retry_after = response.headers.get("Retry-After", "")
             if retry_after.isdigit():
                 raise RetryLater(delay=int(retry_after), reason=f"HTTP {status} from webhook")
+        # The answer's body goes to the worker's log, not into the call's event log: it is
+        # the dialer's text, which the call's organization must not necessarily read.
+        logger.warning(
+            "webhook answered HTTP %s for %s: %s", status, attempt.idempotency_key, response.text[:200]
+        )
         if status in _PERMANENT:
-            raise PermanentFailure(f"HTTP {status} from webhook: {response.text[:200]}")
-        raise RuntimeError(f"HTTP {status} from webhook: {response.text[:200]}")
+            raise PermanentFailure(f"HTTP {status} from webhook")
+        raise WebhookFailed(status)
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -264,6 +282,7 @@ __all__ = [
     "ReportLater",
     "RetryLater",
     "WebhookExecutor",
+    "WebhookFailed",
     "call_body",
     "sign",
     "verify_signature",
