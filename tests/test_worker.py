@@ -159,7 +159,11 @@ def test_failed_attempts_are_retried_with_backoff_then_failed(scheduler: CallSch
     assert call.scheduled_timestamp == T0 + 60
     retry_event = scheduler.events(ORG, "c1")[-1]
     assert retry_event.type is EventType.RETRY_SCHEDULED
-    assert retry_event.data == {"attempt": 1, "retry_at": T0 + 60, "error": "RuntimeError (details in the worker's log)"}
+    assert retry_event.data == {
+        "attempt": 1,
+        "retry_at": T0 + 60,
+        "error": "RuntimeError (details in the worker's log)",
+    }
 
     frozen.tick(59)
     assert worker.run_once() == 0
