@@ -6,7 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from callschedule import CallScheduler, ExecutionStatus, RetryPolicy
+import pytest
+
+from callschedule import CallScheduler, ExecutionStatus, InvalidInput, RetryPolicy
 from callschedule.executors import Attempt
 
 ORG = "org-a"
@@ -38,3 +40,24 @@ def test_two_organizations_calls_with_one_id_get_distinct_idempotency_keys() -> 
         with scheduler.worker(lambda call, attempt: keys.append(attempt.idempotency_key)) as worker:
             worker.run_until_idle()
     assert sorted(keys) == ["org-a:welcome-call:1", "org-b:welcome-call:1"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("poll_interval", float("inf")),
+        ("lease_seconds", float("nan")),
+        ("stop_grace_seconds", -1),
+        ("concurrency", 0),
+        ("misfire", "later"),
+    ],
+)
+def test_impossible_worker_settings_are_refused_up_front(setting: str, value: Any) -> None:
+    with CallScheduler.open("memory://") as scheduler, pytest.raises(InvalidInput) as info:
+        scheduler.worker("log", **{setting: value})
+    assert info.value.field == setting
+
+
+def test_impossible_retry_delays_are_refused_up_front() -> None:
+    with pytest.raises(InvalidInput, match="max_delay"):
+        RetryPolicy(max_delay=float("inf"))

@@ -51,14 +51,18 @@ LeaseExpiryPolicy = Literal["retry", "fail"]
 AWAITING_REPORT = "awaiting-report"
 
 
+def _finite(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidInput(attribute.name, f"expected a positive number, got {value!r}")
+    if not _finite(value) or not value > 0:
+        raise InvalidInput(attribute.name, f"expected a finite positive number, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidInput(attribute.name, f"expected a non-negative number, got {value!r}")
+    if not _finite(value) or value < 0:
+        raise InvalidInput(attribute.name, f"expected a finite non-negative number, got {value!r}")
 
 
 def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
