@@ -61,3 +61,35 @@ def test_impossible_worker_settings_are_refused_up_front(setting: str, value: An
 def test_impossible_retry_delays_are_refused_up_front() -> None:
     with pytest.raises(InvalidInput, match="max_delay"):
         RetryPolicy(max_delay=float("inf"))
+
+
+def test_a_call_made_due_while_the_worker_claims_is_not_slept_through() -> None:
+    """A create that commits between the worker's claim and its sleep wakes it (a poll of a
+    minute would otherwise hide the call for a minute)."""
+    import threading
+
+    from callschedule.plugins.memory import MemoryStore
+
+    scheduler_box: list[CallScheduler] = []
+
+    class CreateDuringFirstClaim(MemoryStore):
+        first = True
+
+        def claim_due(self, **kwargs: Any) -> Any:
+            claimed = super().claim_due(**kwargs)
+            if self.first:
+                self.first = False
+                scheduler_box[0].create_call(ORG, int(time.time()), call_id="slipped-in")
+            return claimed
+
+    dialled = threading.Event()
+    with CallScheduler(store=CreateDuringFirstClaim()) as scheduler:
+        scheduler_box.append(scheduler)
+        worker = scheduler.worker(lambda call, attempt: dialled.set(), poll_interval=60)
+        thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False})
+        thread.start()
+        try:
+            assert dialled.wait(15), "the worker slept through a call made due during its claim"
+        finally:
+            worker.stop(grace=5)
+            thread.join(15)

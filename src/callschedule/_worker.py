@@ -365,6 +365,9 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
+                # Until the next sleep is planned, any call made due wakes it: a create that
+                # commits during this cycle must not be missed by the sleep computed after it.
+                self._sleep_until = math.inf
                 try:
                     cycle = self._cycle()
                     if self._stopping.is_set():
@@ -775,8 +778,11 @@ class Worker:
         timeout = self.poll_interval
         if self._free_slots() > 0:
             next_due = self.scheduler.store.next_due_timestamp()
-            if next_due is not None and next_due > now:
-                timeout = min(timeout, next_due - now)
+            if next_due is not None and (next_due > now or self.organization_limit is None):
+                # Due already (made due after this cycle claimed): go round again at once.
+                # Under an organization limit, a due call may be waiting for its organization's
+                # running calls instead; their ends wake the worker.
+                timeout = min(timeout, max(0.0, next_due - now))
         renewal = self._next_renewal_ms()
         if renewal is not None:
             timeout = min(timeout, max(0.0, renewal / 1000 - now))
