@@ -51,7 +51,8 @@ def with_query(url: str, **options: str) -> str:
     """``url`` with ``options`` added to its query string."""
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query) + list(options.items())
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    encoded = urllib.parse.urlencode(query, quote_via=urllib.parse.quote)  # libpq: no "+" for spaces
+    return urllib.parse.urlunsplit(parts._replace(query=encoded))
 
 
 @pytest.fixture

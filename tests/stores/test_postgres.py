@@ -195,6 +195,17 @@ def test_migrate_false_refuses_an_out_of_date_schema(url: str, schema: str) -> N
     PostgresStore.from_url(with_options(url, migrate="false")).close()
 
 
+def test_libpq_options_in_the_url_reach_the_server(url: str) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    store = PostgresStore.from_url(with_options(url, options="-c%20statement_timeout%3D4321"))
+    try:
+        [[timeout]] = store._read(psycopg.sql.SQL("SHOW statement_timeout"))
+    finally:
+        store.close()
+    assert timeout == "4321ms"
+
+
 @pytest.mark.parametrize(
     "options",
     [{"clock": "sundial"}, {"migrate": "maybe"}, {"pool_max_size": "lots"}, {"pool_min_size": "0"}],

@@ -411,7 +411,9 @@ class PostgresStore(Store):
         pool_max_size = int(_number(ours, "pool_max_size", 10))
         pool_timeout = _number(ours, "pool_timeout", 30.0)
         migrate = _flag(ours, "migrate", True)
-        conninfo = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(options)))
+        # Spaces as %20, not "+": libpq does not read "+" as a space (``options=-c%20x=y``).
+        query = urllib.parse.urlencode(options, quote_via=urllib.parse.quote)
+        conninfo = urllib.parse.urlunsplit(parts._replace(query=query))
         return cls(
             conninfo,
             schema=schema,
