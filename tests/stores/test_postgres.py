@@ -566,19 +566,34 @@ def test_a_write_whose_connection_dies_before_commit_runs_again_once(store: Any,
 @pytest.fixture
 def lost_acks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Arm with ``.append(True)``: the next commit happens, then its connection dies before the
-    client hears so, as when the server restarts right after a commit."""
+    client hears so, as when the server restarts right after a commit. A commit is the end of a
+    transaction, or a statement run on its own that writes (``INSERT``/``WITH``)."""
     armed: list[bool] = []
     original_exit = psycopg.Transaction.__exit__
+    original_execute = psycopg.Connection.execute
+
+    def lose_the_answer(conn: psycopg.Connection[Any]) -> None:
+        armed.clear()
+        admin("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        original_execute(conn, "SELECT 1")  # the client learns the connection is gone
 
     def exit_then_lose_the_answer(self: psycopg.Transaction, *exc_info: Any) -> Any:
         result = original_exit(self, *exc_info)
         if exc_info[0] is None and armed:
-            armed.clear()
-            admin("SELECT pg_terminate_backend(%s)", (self.connection.info.backend_pid,))
-            self.connection.execute("SELECT 1")  # the client learns the connection is gone
+            lose_the_answer(self.connection)
+        return result
+
+    def execute_then_lose_the_answer(
+        self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        result = original_execute(self, query, *args, **kwargs)
+        text = query.as_string(self) if isinstance(query, psycopg.sql.Composable) else str(query)
+        if armed and self.autocommit and not self.info.transaction_status and text.startswith("WITH"):
+            lose_the_answer(self)
         return result
 
     monkeypatch.setattr(psycopg.Transaction, "__exit__", exit_then_lose_the_answer)
+    monkeypatch.setattr(psycopg.Connection, "execute", execute_then_lose_the_answer)
     return armed
 
 

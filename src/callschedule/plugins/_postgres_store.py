@@ -494,6 +494,7 @@ class PostgresStore(Store):
         work: Callable[[psycopg.Connection[Any]], T],
         *,
         write: bool = True,
+        single_statement: bool = False,
         verify: Callable[[], tuple[bool, T]] | None = None,
     ) -> T:
         """Run ``work`` in one transaction (a write) or on its own (a read).
@@ -506,6 +507,10 @@ class PostgresStore(Store):
         ``(False, _)`` if it is not (the work runs again); without ``verify`` the error is raised.
         Conditional updates make the answer certain: the new version exists only if this write
         made it.
+
+        ``single_statement`` work is one statement, which the server commits on its own (no
+        ``BEGIN``/``COMMIT`` round trips); a connection that dies under it leaves its outcome
+        unknown, so ``verify`` decides as for a commit.
         """
         attempt = 0
         while True:
@@ -515,6 +520,9 @@ class PostgresStore(Store):
                 with self._pool.connection() as conn:
                     used = conn
                     if not write:
+                        return work(conn)
+                    if single_statement:
+                        committing = True
                         return work(conn)
                     with conn.transaction():
                         result = work(conn)
@@ -596,21 +604,26 @@ class PostgresStore(Store):
         return self._clock
 
     def insert_call(self, call: Call, event: Event) -> Call | None:
+        # One statement, so one round trip and the server's implicit transaction: the call, its
+        # event and its NOTIFY are written together or not at all.
         query = self._q(
-            f"INSERT INTO {{calls}} ({_CALL_COLUMNS}) VALUES "
-            + "("
+            f"WITH inserted AS (INSERT INTO {{calls}} ({_CALL_COLUMNS}) VALUES ("
             + ", ".join(f"%({c.strip()})s" for c in _CALL_COLUMNS.split(","))
             + ") ON CONFLICT (organization_id, call_id) DO NOTHING"
+            " RETURNING scheduled_timestamp, execution_status), "
+            "logged AS (INSERT INTO {events} (organization_id, call_id, type, timestamp, event, data, "
+            "source) SELECT %(e0)s, %(e1)s, %(e2)s, %(e3)s, %(e4)s, %(e5)s, %(e6)s FROM inserted) "
+            "SELECT CASE WHEN execution_status = 'pending' "
+            "THEN pg_notify(%(channel)s, scheduled_timestamp::text) END FROM inserted"
         )
-        params = _call_params(call)
+        params = {
+            **_call_params(call),
+            **{f"e{i}": value for i, value in enumerate(_event_row(event))},
+            "channel": self._channel,
+        }
 
         def work(conn: psycopg.Connection[Any]) -> Call | None:
-            if conn.execute(query, params).rowcount != 1:
-                return None
-            self._insert_events(conn, [event])
-            if call.execution_status is ExecutionStatus.PENDING:
-                self._notify_due(conn, call.scheduled_timestamp)
-            return call
+            return call if conn.execute(query, params).fetchall() else None
 
         def verify() -> tuple[bool, Call | None]:
             stored = self.get_call(call.organization_id, call.call_id)
@@ -618,7 +631,7 @@ class PostgresStore(Store):
                 return False, None
             return True, call if stored == call else None
 
-        return self._run(work, verify=verify)
+        return self._run(work, single_statement=True, verify=verify)
 
     def get_call(self, organization_id: str, call_id: str) -> Call | None:
         rows = self._read(
