@@ -16,6 +16,17 @@ from callschedule._model import ApiKey, Call, Event, ExecutionStatus
 from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict
 
 
+def claimed_event(call: Call, at_ms: int) -> Event:
+    """The ``claimed`` event a store appends for each call it claims in :meth:`Store.claim_due`.
+
+    ``call`` is the claimed state (``in_progress``, attempt and lease set); ``at_ms`` the claim's
+    time in Unix milliseconds. Stores build it here so every store's log reads the same.
+    """
+    from callschedule import _events
+
+    return _events.claimed(call, at_ms)
+
+
 class Store(abc.ABC):
     """Where calls, events and API keys live. Implementations must be thread-safe."""
 

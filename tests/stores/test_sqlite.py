@@ -88,3 +88,13 @@ def test_threads_that_come_and_go_do_not_pile_up_open_connections(tmp_path: Path
     assert opened <= 2 * MAX_IDLE_READERS, f"{opened} files left open by 200 short-lived threads"
     store.close()
     assert len(process.open_files()) < before
+
+
+def test_store_authors_build_the_claimed_event_with_the_public_helper(tmp_path: Path) -> None:
+    from callschedule.abc import claimed_event
+
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    store.insert_call(make_call(scheduled_timestamp=1), created_event(make_call()))
+    [claimed] = store.claim_due(now=10, now_ms=10_000, limit=5, lease_owner="w", lease_expires_at=20_000)
+    assert store.events("org-a", "call-1")[-1] == claimed_event(claimed, 10_000)
+    store.close()
