@@ -544,21 +544,30 @@ def test_the_pool_replaces_connections_cut_by_the_server(store: Any, schema: str
 
 
 def test_a_write_whose_connection_dies_before_commit_runs_again_once(store: Any, schema: str) -> None:
-    call = add(store, make_call())
-    moved = attrs.evolve(call, scheduled_timestamp=NOW + 900, version=2)
+    add(store, make_call(scheduled_timestamp=NOW))
     cut = []
     original = store._insert_events
 
-    def insert_events_then_lose_the_connection(conn: Any, events: Any) -> None:
-        original(conn, events)
-        if not cut:
+    def lose_the_connection_then_insert_events(conn: Any, events: Any) -> None:
+        if not cut:  # after the claim's UPDATE, before its events and its COMMIT
             cut.append(conn.info.backend_pid)
             admin("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        original(conn, events)
 
-    store._insert_events = insert_events_then_lose_the_connection
+    store._insert_events = lose_the_connection_then_insert_events
+    [claimed] = claim(store)
+    assert cut
+    assert claimed.attempts == 1 and claimed.version == 2
+    assert store.get_call("org-a", "call-1") == claimed
+    assert [e.type.value for e in store.events("org-a", "call-1")] == ["created", "claimed"]
+
+
+def test_a_write_on_a_connection_that_died_while_idle_runs_on_a_live_one(store: Any, schema: str) -> None:
+    call = add(store, make_call())
+    assert terminate(schema) >= 1  # the pool's idle connection dies
+    moved = attrs.evolve(call, scheduled_timestamp=NOW + 900, version=2)
     event = _events.rescheduled(moved, call.scheduled_timestamp, NOW + 900, NOW_MS, Source.API)
     assert store.update_call(moved, 1, [event]) == moved
-    assert cut
     assert store.get_call("org-a", "call-1") == moved
     assert store.events("org-a", "call-1")[1:] == [event]
 

@@ -641,7 +641,40 @@ class PostgresStore(Store):
         return _call_from_row(rows[0]) if rows else None
 
     def update_call(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
-        work = self._update_work(call, expected_version, events)
+        if call.version != expected_version + 1:
+            raise Conflict(call.call_id, "the new version must be the expected version + 1")
+        # One statement (one round trip, the server's implicit transaction): the conditional
+        # UPDATE, the events only if it changed the call, and the NOTIFY if the call is pending.
+        query = self._q(
+            "WITH updated AS (UPDATE {calls} SET scheduled_timestamp = %(scheduled_timestamp)s, "
+            "execution_status = %(execution_status)s, timezone = %(timezone)s, "
+            "payload = %(payload)s, attempts = %(attempts)s, reschedule_count = %(reschedule_count)s, "
+            "version = %(version)s, updated_at = %(updated_at)s, lease_owner = %(lease_owner)s, "
+            "lease_expires_at = %(lease_expires_at)s, outcome = %(outcome)s "
+            "WHERE organization_id = %(organization_id)s AND call_id = %(call_id)s "
+            "AND version = %(expected_version)s RETURNING scheduled_timestamp, execution_status), "
+            "logged AS (INSERT INTO {events} (organization_id, call_id, type, timestamp, event, data, "
+            "source) SELECT o, c, t, ts, e, d::json, s FROM unnest(%(e0)s::text[], %(e1)s::text[], "
+            "%(e2)s::text[], %(e3)s::bigint[], %(e4)s::text[], %(e5)s::text[], %(e6)s::text[]) "
+            "WITH ORDINALITY AS u(o, c, t, ts, e, d, s, n) "
+            "WHERE EXISTS (SELECT 1 FROM updated) ORDER BY n) "
+            "SELECT CASE WHEN execution_status = 'pending' "
+            "THEN pg_notify(%(channel)s, scheduled_timestamp::text) END FROM updated"
+        )
+        rows = [_event_row(e) for e in events]
+        params = {
+            **_call_params(call),
+            "expected_version": expected_version,
+            **{f"e{i}": [row[i] for row in rows] for i in range(7)},
+            "channel": self._channel,
+        }
+        exists = self._q("SELECT 1 FROM {calls} WHERE organization_id = %s AND call_id = %s")
+
+        def work(conn: psycopg.Connection[Any]) -> Call:
+            if not conn.execute(query, params).fetchall():
+                found = conn.execute(exists, (call.organization_id, call.call_id)).fetchone()
+                raise Conflict(call.call_id) if found else CallNotFound(call.call_id)
+            return call
 
         def verify() -> tuple[bool, Call]:
             stored = self.get_call(call.organization_id, call.call_id)
@@ -653,7 +686,7 @@ class PostgresStore(Store):
                 return False, call
             raise Conflict(call.call_id)
 
-        return self._run(work, verify=verify)
+        return self._run(work, single_statement=True, verify=verify)
 
     def update_calls(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
