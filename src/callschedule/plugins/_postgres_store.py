@@ -768,17 +768,7 @@ class PostgresStore(Store):
 
         last: list[Call | CallScheduleError] = []
 
-        def verify() -> tuple[bool, list[Call | CallScheduleError]]:
-            # One transaction: the changes it wrote are all stored, or none is.
-            ok = [r for r in last if isinstance(r, Call)]
-            stored = [self.get_call(c.organization_id, c.call_id) for c in ok]
-            if all(s == c for s, c in zip(stored, ok, strict=True)):
-                return True, list(last)
-            if not any(s == c for s, c in zip(stored, ok, strict=True)):
-                return False, list(last)
-            raise Conflict(ok[0].call_id, "a batch was half applied: cannot happen in one transaction")
-
-        return self._run(work, verify=verify)
+        return self._run(work, verify=lambda: self._verify_batch(last))
 
     def _update_calls_one_by_one(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
@@ -806,16 +796,22 @@ class PostgresStore(Store):
             last[:] = results
             return results
 
-        def verify() -> tuple[bool, list[Call | CallScheduleError]]:
-            ok = [r for r in last if isinstance(r, Call)]
-            stored = [self.get_call(c.organization_id, c.call_id) for c in ok]
-            if all(s == c for s, c in zip(stored, ok, strict=True)):
-                return True, list(last)
-            if not any(s == c for s, c in zip(stored, ok, strict=True)):
-                return False, list(last)
-            raise Conflict(ok[0].call_id, "a batch was half applied: cannot happen in one transaction")
+        return self._run(work, verify=lambda: self._verify_batch(last))
 
-        return self._run(work, verify=verify)
+    def _verify_batch(
+        self, last: list[Call | CallScheduleError]
+    ) -> tuple[bool, list[Call | CallScheduleError]]:
+        """After a batch's commit answer was lost: whether it was written, read back.
+
+        One transaction wrote it, so its accepted changes are all stored or none is.
+        """
+        ok = [r for r in last if isinstance(r, Call)]
+        stored = [self.get_call(c.organization_id, c.call_id) for c in ok]
+        if all(s == c for s, c in zip(stored, ok, strict=True)):
+            return True, list(last)
+        if not any(s == c for s, c in zip(stored, ok, strict=True)):
+            return False, list(last)
+        raise Conflict(ok[0].call_id, "a batch was half applied: cannot happen in one transaction")
 
     def _update_work(
         self, call: Call, expected_version: int, events: Sequence[Event]
