@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,8 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from asgi_support import SEED_CALL_ID, SEED_NOW, Tenant, frozen_clock, mounted_client, tenant
-from callschedule import CallScheduler, ExecutionStatus
-from callschedule.asgi import create_app
+from callschedule import CallScheduler, ExecutionStatus, InvalidInput, hookimpl
+from callschedule.asgi import create_app, standalone_app
 
 # The seed page's success body, verbatim, but for scheduled_for_human (see CONTRACT.md).
 SEED_BODY = """
@@ -59,10 +60,24 @@ SEED_BODY = """
 SEED_REQUEST = b'\n{\n"scheduled_timestamp": 1748460000\n}\n'
 
 
-@pytest.fixture(params=["memory://", "sqlite"])
+class AuditListener:
+    """A plugin that listens to every event, as a host's audit hook would; with it the app
+    serves requests from the thread pool (a listener may block), without it from the event loop."""
+
+    def __init__(self) -> None:
+        self.threads: set[int] = set()
+
+    @hookimpl
+    def callschedule_event(self, call: Any, event: Any) -> None:
+        self.threads.add(threading.get_ident())
+
+
+@pytest.fixture(params=["memory://", "sqlite", "sqlite, thread pool"])
 def scheduler(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[CallScheduler]:
     url = "memory://" if request.param == "memory://" else f"sqlite:///{tmp_path / 'calls.db'}"
-    with frozen_clock(), CallScheduler.open(url) as scheduler:
+    plugins = [AuditListener()] if "thread pool" in request.param else []
+    with frozen_clock(), CallScheduler.open(url, plugins=plugins) as scheduler:
+        assert scheduler.serves_event_loop is not plugins
         yield scheduler
 
 
@@ -312,3 +327,37 @@ def test_mounted_under_a_prefix_in_a_fastapi_app(scheduler: CallScheduler, org: 
         _drive(client, "/scheduler", org)
         # FastAPI's own document is untouched; ours is under the mount.
         assert "/health" in client.get("/openapi.json").json()["paths"]
+
+
+def test_routes_under_a_prefix_of_the_app_itself(scheduler: CallScheduler, org: Tenant) -> None:
+    with TestClient(create_app(scheduler, prefix="/v3/scheduling")) as client:
+        _drive(client, "/v3/scheduling", org)
+        assert client.get("/calls", headers=org.headers).json()["error"]["code"] == "not_found"
+    with TestClient(standalone_app(scheduler)) as client:
+        _drive(client, "/api", org)
+
+
+@pytest.mark.parametrize("prefix", ["api", "/api/", "api/"])
+def test_a_prefix_must_be_a_path(scheduler: CallScheduler, prefix: str) -> None:
+    with pytest.raises(InvalidInput, match="prefix"):
+        create_app(scheduler, prefix=prefix)
+
+
+def test_a_listener_that_may_block_is_called_off_the_event_loop(tmp_path: Any) -> None:
+    listener = AuditListener()
+    loop_threads: set[int] = set()
+
+    async def home(request: Any) -> PlainTextResponse:
+        loop_threads.add(threading.get_ident())
+        return PlainTextResponse("host home")
+
+    with (
+        frozen_clock(),
+        CallScheduler.open(f"sqlite:///{tmp_path / 'calls.db'}", plugins=[listener]) as scheduler,
+    ):
+        org = tenant(scheduler, "org-789")
+        host = Starlette(routes=[Route("/", home), Mount("/api", create_app(scheduler))])
+        with TestClient(host) as client:
+            client.get("/")
+            _drive(client, "/api", org)
+    assert listener.threads and loop_threads and not listener.threads & loop_threads

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
 from typing import Any
 
 import attrs
@@ -317,3 +319,85 @@ def test_unknown_and_foreign_calls_are_not_found_everywhere(scheduler: CallSched
         assert info.value.call_id == call_id
     assert snapshot(scheduler, "org-a", "theirs") == before
     assert scheduler.list_calls("org-b").calls == []
+
+
+# -- from async code --------------------------------------------------------------------------
+
+
+def test_the_async_methods_change_and_refuse_as_the_plain_ones_do(scheduler: CallScheduler) -> None:
+    async def scenario() -> tuple[Call, Call, Any, Call]:
+        call = await scheduler.create_call_async(ORG, SEED_NOW + 600, "c-async", payload={"to": "+1555"})
+        again = await scheduler.create_call_async(ORG, SEED_NOW + 600, "c-async", payload={"to": "+1555"})
+        with pytest.raises(Conflict):
+            await scheduler.create_call_async(ORG, SEED_NOW + 600, "c-async", payload={"to": "+1666"})
+        result = await scheduler.reschedule_async(ORG, "c-async", SEED_NOW + 1200)
+        with pytest.raises(ScheduleRejected):
+            await scheduler.reschedule_async(ORG, "c-async", SEED_NOW - 10)
+        with pytest.raises(CallNotFound):
+            await scheduler.reschedule_async("org-other", "c-async", SEED_NOW + 1800)
+        with pytest.raises(Conflict):
+            await scheduler.reschedule_async(ORG, "c-async", SEED_NOW + 1800, expected_version=1)
+        with pytest.raises(InvalidInput):
+            await scheduler.reschedule_async(ORG, "c-async", True)  # type: ignore[arg-type]
+        cancelled = await scheduler.cancel_async(ORG, "c-async", reason="no longer needed")
+        with pytest.raises(CallNotReschedulable):
+            await scheduler.reschedule_async(ORG, "c-async", SEED_NOW + 1800)
+        with pytest.raises(CallNotReschedulable):
+            await scheduler.cancel_async(ORG, "c-async")
+        return call, again, result, cancelled
+
+    call, again, result, cancelled = asyncio.run(scenario())
+    assert again == call
+    assert result.previous_scheduled_timestamp == SEED_NOW + 600
+    assert result.new_scheduled_timestamp == SEED_NOW + 1200 and result.call.version == 2
+    assert cancelled.execution_status is ExecutionStatus.CANCELLED and cancelled.version == 3
+    assert scheduler.get_call(ORG, "c-async") == cancelled
+    log = scheduler.events(ORG, "c-async")
+    assert [e.type for e in log] == [EventType.CREATED, EventType.RESCHEDULED, EventType.CANCELLED]
+    assert log[1] == result.events[0]
+
+
+def test_concurrent_async_reschedules_of_one_call_let_one_win(scheduler: CallScheduler) -> None:
+    scheduler.create_call(ORG, SEED_NOW + 600, "c-race")
+
+    async def race() -> list[Any]:
+        moves = [scheduler.reschedule_async(ORG, "c-race", SEED_NOW + 1000 + n) for n in range(16)]
+        return await asyncio.gather(*moves, return_exceptions=True)
+
+    results = asyncio.run(race())
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) >= 1 and all(isinstance(r, Conflict) for r in results if r not in won)
+    stored = scheduler.get_call(ORG, "c-race")
+    assert stored.version == 1 + len(won) and stored.reschedule_count == len(won)
+    assert len(scheduler.events(ORG, "c-race")) == 1 + len(won)
+
+
+def test_the_event_loop_serves_only_where_nothing_can_block(store_url: str, frozen: object) -> None:
+    builtin_only = CallScheduler.open(store_url, load_entry_points=False)
+    with_a_listener = CallScheduler.open(store_url, load_entry_points=False, plugins=[NoCallsOnTheHour()])
+    try:
+        expected = not store_url.startswith("postgresql")  # PostgreSQL reads cross the network
+        assert builtin_only.serves_event_loop is expected
+        assert with_a_listener.serves_event_loop is False
+    finally:
+        builtin_only.close()
+        with_a_listener.close()
+
+
+def test_plugins_that_may_block_run_off_the_event_loop(store_url: str, frozen: object) -> None:
+    threads: list[int] = []
+
+    class Listener:
+        @hookimpl
+        def callschedule_event(self, call: Call, event: Any) -> None:
+            threads.append(threading.get_ident())
+
+    async def scenario(scheduler: CallScheduler) -> int:
+        await scheduler.create_call_async(ORG, SEED_NOW + 600, "c-heard")
+        await scheduler.reschedule_async(ORG, "c-heard", SEED_NOW + 900)
+        await scheduler.cancel_async(ORG, "c-heard")
+        return threading.get_ident()
+
+    with CallScheduler.open(store_url, load_entry_points=False, plugins=[Listener()]) as scheduler:
+        loop_thread = asyncio.run(scenario(scheduler))
+    assert len(threads) == 3 and loop_thread not in threads

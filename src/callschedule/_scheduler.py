@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import math
@@ -38,7 +40,7 @@ from callschedule.exceptions import (
     StoreNotFound,
     Unauthorized,
 )
-from callschedule.plugins import auth
+from callschedule.plugins import DEFAULT_PLUGINS, auth
 
 if TYPE_CHECKING:
     from callschedule._worker import LeaseExpiryPolicy, MisfirePolicy, RetryPolicy, Worker
@@ -96,6 +98,21 @@ class CallScheduler:
             plugin_manager=pm,
         )
 
+    @property
+    def serves_event_loop(self) -> bool:
+        """``True`` when an event loop may call this scheduler's reads, its authentication and
+        the planning half of a change itself, because none of them can block: the store says so
+        (:attr:`Store.serves_event_loop`: SQLite, memory) and no plugin outside callschedule
+        implements the authenticate, check_schedule or event hooks, which may do I/O.
+        The HTTP adapter then answers without a thread pool; otherwise it uses one."""
+        if not self.store.serves_event_loop:
+            return False
+        hook = self.plugin_manager.hook
+        callers = (hook.callschedule_authenticate, hook.callschedule_check_schedule, hook.callschedule_event)
+        return all(
+            impl.plugin_name in DEFAULT_PLUGINS for caller in callers for impl in caller.get_hookimpls()
+        )
+
     def close(self) -> None:
         """Close the store."""
         self.store.close()
@@ -127,6 +144,49 @@ class CallScheduler:
         :raises InvalidInput: a bad argument (nothing is written).
         :raises ScheduleRejected: a rule refuses the time (calling window in ``shift`` mode moves it instead).
         """
+        call, event, requested = self._plan_create(
+            organization_id, scheduled_timestamp, call_id, timezone, payload, source
+        )
+        return self._created(call, event, requested, self.store.insert_call(call, event))
+
+    async def create_call_async(
+        self,
+        organization_id: str,
+        scheduled_timestamp: int,
+        call_id: str | None = None,
+        timezone: str | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        source: Source = Source.LIBRARY,
+    ) -> Call:
+        """:meth:`create_call` for ``async`` code (see :meth:`reschedule_async`)."""
+        if not self.serves_event_loop:
+            return await asyncio.to_thread(
+                functools.partial(
+                    self.create_call,
+                    organization_id,
+                    scheduled_timestamp,
+                    call_id,
+                    timezone,
+                    payload,
+                    source=source,
+                )
+            )
+        call, event, requested = self._plan_create(
+            organization_id, scheduled_timestamp, call_id, timezone, payload, source
+        )
+        return self._created(call, event, requested, await self.store.insert_call_async(call, event))
+
+    def _plan_create(
+        self,
+        organization_id: str,
+        scheduled_timestamp: int,
+        call_id: str | None,
+        timezone: str | None,
+        payload: dict[str, Any] | None,
+        source: Source,
+    ) -> tuple[Call, Event, int]:
+        """Check the arguments, apply the rules; the new call, its event and the requested time."""
         organization_id = _validation.identifier("organization_id", organization_id)
         requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
         call_id = f"call_{uuid.uuid4()}" if call_id is None else _validation.identifier("call_id", call_id)
@@ -149,8 +209,11 @@ class CallScheduler:
         self.plugin_manager.hook.callschedule_check_schedule(
             call=call, requested_timestamp=scheduled, now=now
         )
-        event = _events.created(call, now_ms, source)
-        if self.store.insert_call(call, event) is None:
+        return call, _events.created(call, now_ms, source), requested
+
+    def _created(self, call: Call, event: Event, requested: int, inserted: Call | None) -> Call:
+        """After the insert: the new call, or the existing one an idempotent repeat asked for."""
+        if inserted is None:
             return self._existing_for_create(call, requested)
         self._after_commit(call, [event])
         return call
@@ -185,6 +248,53 @@ class CallScheduler:
         :raises ScheduleRejected: a rule refuses the time.
         :raises Conflict: the call changed since it was read (a worker claimed it, say).
         """
+        result = self._plan_reschedule(
+            organization_id, call_id, scheduled_timestamp, source, expected_version
+        )
+        self._commit(result.call, result.call.version - 1, result.events)
+        return result
+
+    async def reschedule_async(
+        self,
+        organization_id: str,
+        call_id: str,
+        scheduled_timestamp: int,
+        *,
+        source: Source = Source.LIBRARY,
+        expected_version: int | None = None,
+    ) -> RescheduleResult:
+        """:meth:`reschedule` for ``async`` code: the same rules, errors and transaction.
+
+        Where nothing blocks (:attr:`serves_event_loop`), the read and the rules run on the
+        event loop and only the commit is awaited; concurrent requests then share commits
+        without a thread each. Otherwise the whole change runs in a thread.
+        """
+        if not self.serves_event_loop:
+            return await asyncio.to_thread(
+                functools.partial(
+                    self.reschedule,
+                    organization_id,
+                    call_id,
+                    scheduled_timestamp,
+                    source=source,
+                    expected_version=expected_version,
+                )
+            )
+        result = self._plan_reschedule(
+            organization_id, call_id, scheduled_timestamp, source, expected_version
+        )
+        await self._commit_async(result.call, result.call.version - 1, result.events)
+        return result
+
+    def _plan_reschedule(
+        self,
+        organization_id: str,
+        call_id: str,
+        scheduled_timestamp: int,
+        source: Source,
+        expected_version: int | None,
+    ) -> RescheduleResult:
+        """Read the call, apply the rules and build the moved call and its event (not written)."""
         call = self._get(organization_id, call_id)
         requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
         source = _source(source)
@@ -204,7 +314,6 @@ class CallScheduler:
             updated_at=now_ms,
         )
         event = _events.rescheduled(moved, call.scheduled_timestamp, new_time, now_ms, source)
-        self._commit(moved, call.version, [event])
         return RescheduleResult(
             organization_id=call.organization_id,
             call_id=call.call_id,
@@ -228,6 +337,29 @@ class CallScheduler:
         :raises CallNotReschedulable: the call is not pending (already running or finished).
         :raises Conflict: the call changed since it was read.
         """
+        cancelled, event = self._plan_cancel(organization_id, call_id, reason, source)
+        return self._commit(cancelled, cancelled.version - 1, [event])
+
+    async def cancel_async(
+        self,
+        organization_id: str,
+        call_id: str,
+        *,
+        reason: str | None = None,
+        source: Source = Source.LIBRARY,
+    ) -> Call:
+        """:meth:`cancel` for ``async`` code (see :meth:`reschedule_async`)."""
+        if not self.serves_event_loop:
+            return await asyncio.to_thread(
+                functools.partial(self.cancel, organization_id, call_id, reason=reason, source=source)
+            )
+        cancelled, event = self._plan_cancel(organization_id, call_id, reason, source)
+        return await self._commit_async(cancelled, cancelled.version - 1, [event])
+
+    def _plan_cancel(
+        self, organization_id: str, call_id: str, reason: str | None, source: Source
+    ) -> tuple[Call, Event]:
+        """Read the call and check it may be cancelled; the cancelled call and its event."""
         call = self._get(organization_id, call_id)
         if reason is not None:
             _validation.text("reason", reason)
@@ -240,8 +372,7 @@ class CallScheduler:
             version=call.version + 1,
             updated_at=now_ms,
         )
-        self._commit(cancelled, call.version, [_events.cancelled(cancelled, now_ms, source, reason)])
-        return cancelled
+        return cancelled, _events.cancelled(cancelled, now_ms, source, reason)
 
     def get_call(self, organization_id: str, call_id: str) -> Call:
         """The call, as stored now.
@@ -506,6 +637,11 @@ class CallScheduler:
 
     def _commit(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
         stored = self.store.update_call(call, expected_version, events)
+        self._after_commit(stored, events)
+        return stored
+
+    async def _commit_async(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        stored = await self.store.update_call_async(call, expected_version, events)
         self._after_commit(stored, events)
         return stored
 

@@ -9,7 +9,9 @@ conformance suite that checks all of this for any store.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from callschedule._clock import Clock
 from callschedule._model import ApiKey, Call, Event, ExecutionStatus
@@ -29,6 +31,14 @@ def claimed_event(call: Call, at_ms: int) -> Event:
 
 class Store(abc.ABC):
     """Where calls, events and API keys live. Implementations must be thread-safe."""
+
+    #: ``True`` for a store whose reads answer at once from this machine (memory, an embedded
+    #: file), never waiting on a network or on writers, and whose :meth:`update_call_async`
+    #: never blocks its event loop. ``async`` callers (the HTTP adapter, the ``*_async`` methods
+    #: of :class:`~callschedule.CallScheduler`) then do a change's reads and rules on their
+    #: event loop and await only the commit; for other stores (PostgreSQL) they run the whole
+    #: change in a thread.
+    serves_event_loop: ClassVar[bool] = False
 
     @abc.abstractmethod
     def insert_call(self, call: Call, event: Event) -> Call | None:
@@ -50,6 +60,20 @@ class Store(abc.ABC):
         ``expected_version + 1``. Raises :class:`~callschedule.exceptions.Conflict` otherwise,
         or :class:`~callschedule.exceptions.CallNotFound` if the call does not exist.
         """
+
+    async def insert_call_async(self, call: Call, event: Event) -> Call | None:
+        """:meth:`insert_call` for a caller on an event loop (see :meth:`update_call_async`)."""
+        return await asyncio.to_thread(self.insert_call, call, event)
+
+    async def update_call_async(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        """:meth:`update_call` for a caller on an event loop: the same change, result and errors.
+
+        This default runs :meth:`update_call` in a thread. A store that sets
+        :attr:`serves_event_loop` answers on the loop without a thread per change (SQLite gathers
+        the loop's concurrent changes into one transaction and commits it in a thread of its own;
+        memory writes at once).
+        """
+        return await asyncio.to_thread(self.update_call, call, expected_version, events)
 
     def update_calls(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]

@@ -19,7 +19,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from starlette.applications import Starlette
@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
 from callschedule import _validation
 from callschedule._converters import (
@@ -36,7 +36,7 @@ from callschedule._converters import (
     reschedule_to_wire,
     structure_request,
 )
-from callschedule._model import Source
+from callschedule._model import Call, RescheduleResult, Source
 from callschedule._scheduler import CallScheduler
 from callschedule.exceptions import (
     CallNotFound,
@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("callschedule.asgi")
+
+T = TypeVar("T")
 
 #: Request bodies larger than this many bytes are refused with 413 (``create_app(max_body_size=...)``).
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
@@ -273,59 +275,117 @@ _LIST_PARAMETERS = frozenset({"status", "scheduled_from", "scheduled_to", "curso
 def create_app(
     scheduler: CallScheduler,
     *,
+    prefix: str = "",
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     debug: bool = False,
 ) -> Starlette:
     """A Starlette app serving the callschedule API over ``scheduler``; mount it anywhere.
 
-    Routes (relative to where it is mounted; the standalone server mounts it at ``/api``):
-    ``POST /calls``, ``GET /calls``, ``GET /calls/{callId}``, ``PUT /calls/{callId}/schedule``,
-    ``POST /calls/{callId}/cancel``, ``GET /calls/{callId}/events`` and ``GET /openapi.json``.
+    Routes (relative to where it is mounted, after ``prefix``; the standalone server serves
+    them under ``/api``): ``POST /calls``, ``GET /calls``, ``GET /calls/{callId}``,
+    ``PUT /calls/{callId}/schedule``, ``POST /calls/{callId}/cancel``,
+    ``GET /calls/{callId}/events`` and ``GET /openapi.json``.
+
+    Where the store never blocks (:attr:`CallScheduler.serves_event_loop`: SQLite, memory, and
+    no plugin of yours in the authenticate, check_schedule or event hooks) a request is served
+    on the event loop and only its commit is awaited; otherwise it runs in Starlette's thread pool.
 
     :param scheduler: the scheduler whose calls the API serves; its authentication hook checks
         the ``X-API-KEY``/``X-API-SECRET`` headers of every call route.
+    :param prefix: a path the routes start with (``"/api"``): the same URLs as mounting the app
+        there, without a second router in every request's way.
     :param max_body_size: the largest request body accepted, in bytes; larger ones get 413.
     :param debug: Starlette's debug mode (tracebacks for router errors only; API errors never
         show internals).
     """
     _validation.positive_int("max_body_size", max_body_size, maximum=2**31)
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+        raise InvalidInput(
+            "prefix", f"expected a path like /api (a leading /, no trailing /), got {prefix!r}"
+        )
 
     def organization(request: Request) -> str:
         return scheduler.authenticate(request.headers.get("x-api-key"), request.headers.get("x-api-secret"))
+
+    async def in_place(work: Callable[[], T]) -> T:
+        """Run ``work`` (reads and checks of the core) on the event loop where nothing in it can
+        block (:attr:`CallScheduler.serves_event_loop`), else in the thread pool."""
+        return work() if scheduler.serves_event_loop else await run_in_threadpool(work)
+
+    def with_log(call: Call) -> dict[str, Any]:
+        return {"call": call_to_wire(call, scheduler.events(call.organization_id, call.call_id))}
+
+    # The three changes: on the loop, only the commit is awaited (the *_async methods); in the
+    # thread pool, the whole request is one job.
 
     @_answers_errors
     async def schedule(request: Request) -> Response:
         body = await _read_body(request, max_body_size)
         call_id: str = request.path_params["call_id"]
 
-        def work() -> dict[str, Any]:
-            org = organization(request)
-            wanted = structure_request(_parse_json(body), ScheduleRequest)
-            result = scheduler.reschedule(org, call_id, wanted.scheduled_timestamp, source=Source.API)
-            return reschedule_to_wire(result)
+        def wanted() -> tuple[str, ScheduleRequest]:
+            return organization(request), structure_request(_parse_json(body), ScheduleRequest)
 
-        data = await run_in_threadpool(work)
-        return _envelope(200, "Scheduled call time updated successfully", data)
+        if scheduler.serves_event_loop:
+            org, move = wanted()
+            result = await scheduler.reschedule_async(
+                org, call_id, move.scheduled_timestamp, source=Source.API
+            )
+        else:
+
+            def work() -> RescheduleResult:
+                org, move = wanted()
+                return scheduler.reschedule(org, call_id, move.scheduled_timestamp, source=Source.API)
+
+            result = await run_in_threadpool(work)
+        return _envelope(200, "Scheduled call time updated successfully", reschedule_to_wire(result))
 
     @_answers_errors
     async def create_call(request: Request) -> Response:
         body = await _read_body(request, max_body_size)
 
-        def work() -> dict[str, Any]:
-            org = organization(request)
-            wanted = structure_request(_parse_json(body), CreateCallRequest)
-            call = scheduler.create_call(
-                org,
-                wanted.scheduled_timestamp,
-                call_id=wanted.call_id,
-                timezone=wanted.timezone,
-                payload=wanted.payload,
-                source=Source.API,
-            )
-            return {"call": call_to_wire(call, scheduler.events(org, call.call_id))}
+        def wanted() -> tuple[str, CreateCallRequest]:
+            return organization(request), structure_request(_parse_json(body), CreateCallRequest)
 
-        data = await run_in_threadpool(work)
+        if scheduler.serves_event_loop:
+            org, new = wanted()
+            call = await scheduler.create_call_async(
+                org, new.scheduled_timestamp, new.call_id, new.timezone, new.payload, source=Source.API
+            )
+            data = with_log(call)
+        else:
+
+            def work() -> dict[str, Any]:
+                org, new = wanted()
+                call = scheduler.create_call(
+                    org, new.scheduled_timestamp, new.call_id, new.timezone, new.payload, source=Source.API
+                )
+                return with_log(call)
+
+            data = await run_in_threadpool(work)
         return _envelope(201, "Call scheduled successfully", data)
+
+    @_answers_errors
+    async def cancel(request: Request) -> Response:
+        body = await _read_body(request, max_body_size)
+        call_id: str = request.path_params["call_id"]
+
+        def wanted() -> tuple[str, CancelRequest]:
+            return organization(request), structure_request(_parse_json(body, optional=True), CancelRequest)
+
+        if scheduler.serves_event_loop:
+            org, why = wanted()
+            data = with_log(await scheduler.cancel_async(org, call_id, reason=why.reason, source=Source.API))
+        else:
+
+            def work() -> dict[str, Any]:
+                org, why = wanted()
+                return with_log(scheduler.cancel(org, call_id, reason=why.reason, source=Source.API))
+
+            data = await run_in_threadpool(work)
+        return _envelope(200, "Call cancelled successfully", data)
+
+    # The reads.
 
     @_answers_errors
     async def list_calls(request: Request) -> Response:
@@ -356,58 +416,38 @@ def create_app(
                 calls.append(wire)
             return {"calls": calls, "next_cursor": page.next_cursor}
 
-        data = await run_in_threadpool(work)
-        return _envelope(200, "Calls listed successfully", data)
+        return _envelope(200, "Calls listed successfully", await in_place(work))
 
     @_answers_errors
     async def get_call(request: Request) -> Response:
         call_id: str = request.path_params["call_id"]
 
         def work() -> dict[str, Any]:
-            org = organization(request)
-            call = scheduler.get_call(org, call_id)
-            return {"call": call_to_wire(call, scheduler.events(org, call_id))}
+            return with_log(scheduler.get_call(organization(request), call_id))
 
-        data = await run_in_threadpool(work)
-        return _envelope(200, "Call retrieved successfully", data)
-
-    @_answers_errors
-    async def cancel(request: Request) -> Response:
-        body = await _read_body(request, max_body_size)
-        call_id: str = request.path_params["call_id"]
-
-        def work() -> dict[str, Any]:
-            org = organization(request)
-            wanted = structure_request(_parse_json(body, optional=True), CancelRequest)
-            call = scheduler.cancel(org, call_id, reason=wanted.reason, source=Source.API)
-            return {"call": call_to_wire(call, scheduler.events(org, call_id))}
-
-        data = await run_in_threadpool(work)
-        return _envelope(200, "Call cancelled successfully", data)
+        return _envelope(200, "Call retrieved successfully", await in_place(work))
 
     @_answers_errors
     async def events(request: Request) -> Response:
         call_id: str = request.path_params["call_id"]
 
         def work() -> dict[str, Any]:
-            org = organization(request)
-            log = scheduler.events(org, call_id)
+            log = scheduler.events(organization(request), call_id)
             return {"call_id": call_id, "events": [event_to_wire(e) for e in log]}
 
-        data = await run_in_threadpool(work)
-        return _envelope(200, "Call events retrieved successfully", data)
+        return _envelope(200, "Call events retrieved successfully", await in_place(work))
 
     async def openapi(request: Request) -> Response:
-        root_path = request.scope.get("root_path", "") or "/"
-        return JSONResponse(openapi_document(server_url=root_path))
+        server_url = request.scope.get("root_path", "") + prefix or "/"
+        return JSONResponse(openapi_document(server_url=server_url))
 
     routes = [
-        Route("/calls", _by_method(GET=list_calls, POST=create_call), methods=["GET", "POST"]),
-        Route("/calls/{call_id}", get_call, methods=["GET"]),
-        Route("/calls/{call_id}/schedule", schedule, methods=["PUT"]),
-        Route("/calls/{call_id}/cancel", cancel, methods=["POST"]),
-        Route("/calls/{call_id}/events", events, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
+        Route(f"{prefix}/calls", _by_method(GET=list_calls, POST=create_call), methods=["GET", "POST"]),
+        Route(f"{prefix}/calls/{{call_id}}", get_call, methods=["GET"]),
+        Route(f"{prefix}/calls/{{call_id}}/schedule", schedule, methods=["PUT"]),
+        Route(f"{prefix}/calls/{{call_id}}/cancel", cancel, methods=["POST"]),
+        Route(f"{prefix}/calls/{{call_id}}/events", events, methods=["GET"]),
+        Route(f"{prefix}/openapi.json", openapi, methods=["GET"]),
     ]
     app = Starlette(debug=debug, routes=routes, exception_handlers={HTTPException: _http_exception})
     app.state.scheduler = scheduler
@@ -415,14 +455,11 @@ def create_app(
 
 
 def standalone_app(scheduler: CallScheduler, *, prefix: str = "/api", **options: Any) -> Starlette:
-    """The app ``callschedule serve`` runs: :func:`create_app` mounted at ``prefix``.
+    """The app ``callschedule serve`` runs: :func:`create_app` with its routes under ``prefix``.
 
     :param options: passed to :func:`create_app` (``max_body_size``, ``debug``).
     """
-    return Starlette(
-        routes=[Mount(prefix, create_app(scheduler, **options))],
-        exception_handlers={HTTPException: _http_exception},
-    )
+    return create_app(scheduler, prefix=prefix, **options)
 
 
 # -- the OpenAPI document -------------------------------------------------------------------------

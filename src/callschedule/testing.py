@@ -17,6 +17,7 @@ This module needs pytest (the ``test`` extra); the library itself does not impor
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,11 @@ def moved(call: Call, to: int) -> tuple[Call, Event]:
         call, scheduled_timestamp=to, version=call.version + 1, reschedule_count=call.reschedule_count + 1
     )
     return new, _events.rescheduled(new, call.scheduled_timestamp, to, NOW_MS, Source.LIBRARY)
+
+
+def _moved_at_version(call: Call, to: int) -> tuple[Call, int, list[Event]]:
+    new, event = moved(call, to)
+    return new, call.version, [event]
 
 
 class StoreConformance:
@@ -209,6 +215,91 @@ class StoreConformance:
             results = list(pool.map(race, range(racers)))
         assert results.count("won") == 1
         assert results.count("conflict") == racers - 1
+        stored = store.get_call("org-a", "call-1")
+        assert stored is not None and stored.version == call.version + 1
+        assert len(store.events("org-a", "call-1")) == 2
+
+    # -- the same changes from an event loop --------------------------------------------------
+
+    def test_async_insert_and_update_write_as_their_plain_forms_do(self, store: Store) -> None:
+        call = make_call()
+        new, event = moved(call, NOW + 1200)
+        stale, stale_event = moved(call, NOW + 3600)
+        ghost, ghost_event = moved(make_call(call_id="ghost"), NOW + 1)
+
+        async def scenario() -> None:
+            assert await store.insert_call_async(call, created_event(call)) == call
+            assert await store.insert_call_async(call, created_event(call)) is None
+            assert await store.update_call_async(new, call.version, [event]) == new
+            with pytest.raises(Conflict):
+                await store.update_call_async(stale, call.version, [stale_event])
+            with pytest.raises(CallNotFound):
+                await store.update_call_async(ghost, 1, [ghost_event])
+
+        asyncio.run(scenario())
+        assert store.get_call("org-a", "call-1") == new
+        assert store.events("org-a", "call-1") == [created_event(call), event]
+        assert store.events("org-a", "ghost") == []
+
+    def test_concurrent_async_changes_each_commit_or_are_refused_alone(self, store: Store) -> None:
+        calls = [self.add(store, make_call(f"call-{n}")) for n in range(12)]
+        stale_of = calls[3]
+        first, first_event = moved(stale_of, NOW + 10)
+        store.update_call(first, stale_of.version, [first_event])
+
+        async def scenario() -> list[Call | BaseException]:
+            changes = [
+                store.update_call_async(*_moved_at_version(c, NOW + 1000 + n)) for n, c in enumerate(calls)
+            ]
+            changes.append(
+                store.insert_call_async(make_call("call-new"), created_event(make_call("call-new")))
+            )
+            return await asyncio.gather(*changes, return_exceptions=True)
+
+        results = asyncio.run(scenario())
+        assert isinstance(results[3], Conflict)
+        for n, call in enumerate(calls):
+            if n == 3:
+                continue
+            assert results[n] == store.get_call("org-a", call.call_id)
+            assert [e.type for e in store.events("org-a", call.call_id)] == [
+                EventType.CREATED,
+                EventType.RESCHEDULED,
+            ]
+        assert store.get_call("org-a", "call-3") == first  # the refused change left no trace
+        assert results[-1] == make_call("call-new") == store.get_call("org-a", "call-new")
+
+    def test_async_changes_racing_threads_on_one_call_let_exactly_one_win(self, store: Store) -> None:
+        call = self.add(store, make_call())
+        racers = 8
+        barrier = threading.Barrier(racers + 1)
+
+        def in_a_thread(n: int) -> str:
+            new, event = moved(call, NOW + 2000 + n)
+            barrier.wait()
+            try:
+                store.update_call(new, call.version, [event])
+            except Conflict:
+                return "conflict"
+            return "won"
+
+        async def on_the_loop() -> list[str]:
+            async def one(n: int) -> str:
+                new, event = moved(call, NOW + 1000 + n)
+                try:
+                    await store.update_call_async(new, call.version, [event])
+                except Conflict:
+                    return "conflict"
+                return "won"
+
+            await asyncio.to_thread(barrier.wait)
+            return list(await asyncio.gather(*(one(n) for n in range(racers))))
+
+        with ThreadPoolExecutor(racers) as pool:
+            threads = [pool.submit(in_a_thread, n) for n in range(racers)]
+            results = asyncio.run(on_the_loop()) + [t.result() for t in threads]
+        assert results.count("won") == 1
+        assert results.count("conflict") == 2 * racers - 1
         stored = store.get_call("org-a", "call-1")
         assert stored is not None and stored.version == call.version + 1
         assert len(store.events("org-a", "call-1")) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from sqlite_utils import Database
 
 from callschedule import InvalidInput
 from callschedule.plugins.sqlite import MAX_IDLE_READERS, SCHEMA_VERSION, SQLiteStore, migrations
-from callschedule.testing import created_event, make_call
+from callschedule.testing import created_event, make_call, moved
 
 
 def test_opening_an_older_database_migrates_it_and_keeps_its_calls(tmp_path: Path) -> None:
@@ -98,3 +99,84 @@ def test_store_authors_build_the_claimed_event_with_the_public_helper(tmp_path: 
     [claimed] = store.claim_due(now=10, now_ms=10_000, limit=5, lease_owner="w", lease_expires_at=20_000)
     assert store.events("org-a", "call-1")[-1] == claimed_event(claimed, 10_000)
     store.close()
+
+
+# -- changes from an event loop ------------------------------------------------------------------
+
+
+def test_an_event_loop_keeps_running_while_another_process_holds_the_write_lock(tmp_path: Path) -> None:
+    """The loop's changes wait for another process's lock in a thread: the loop itself goes on
+    (here it is the loop that releases the lock, so a loop that waited would never finish)."""
+    path = tmp_path / "calls.db"
+    store = SQLiteStore.from_url(f"sqlite:///{path}?busy_timeout=10000")
+    call = make_call()
+    store.insert_call(call, created_event(call))
+    new, event = moved(call, call.scheduled_timestamp + 600)
+    other_process = sqlite3.connect(str(path), isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")  # holds the write lock, as a writer elsewhere would
+
+    async def scenario() -> None:
+        change = asyncio.ensure_future(store.update_call_async(new, call.version, [event]))
+        for _ in range(20):  # the loop turns: the change waits for the lock elsewhere
+            await asyncio.sleep(0)
+        assert not change.done()
+        other_process.execute("COMMIT")
+        assert await asyncio.wait_for(change, timeout=10) == new
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        other_process.close()
+    assert store.get_call("org-a", "call-1") == new
+    store.close()
+
+
+def test_a_change_made_from_an_event_loop_is_committed_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    store = SQLiteStore(str(path))
+    call = make_call()
+
+    async def create() -> None:
+        assert await store.insert_call_async(call, created_event(call)) == call
+        # Read through a connection of its own, as another process would: already committed.
+        elsewhere = sqlite3.connect(str(path))
+        try:
+            assert elsewhere.execute("SELECT version FROM calls").fetchall() == [(1,)]
+            assert elsewhere.execute("SELECT type FROM events").fetchall() == [("created",)]
+        finally:
+            elsewhere.close()
+
+    asyncio.run(create())
+    store.close()
+
+
+def test_changes_from_an_event_loop_after_close_are_refused(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    store.close()
+    call = make_call()
+    with pytest.raises(InvalidInput, match="closed"):
+        asyncio.run(store.insert_call_async(call, created_event(call)))
+
+
+def test_closing_under_changes_from_an_event_loop_loses_none_it_acknowledged(tmp_path: Path) -> None:
+    """Each change either returns (and is in the file) or is refused as closed (and is not):
+    close waits for the commit in progress instead of cutting it off."""
+    path = tmp_path / "calls.db"
+    store = SQLiteStore(str(path))
+    calls = [make_call(f"call-{n}") for n in range(50)]
+
+    async def create_then_close() -> list[object]:
+        changes = [asyncio.ensure_future(store.insert_call_async(c, created_event(c))) for c in calls]
+        for _ in range(3):  # the changes run, their batch is flushed and handed to the committer
+            await asyncio.sleep(0)
+        await asyncio.to_thread(store.close)
+        return await asyncio.gather(*changes, return_exceptions=True)
+
+    results = asyncio.run(create_then_close())
+    acknowledged = {r.call_id for r in results if not isinstance(r, BaseException)}
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(r, InvalidInput) and "closed" in str(r) for r in refused)
+    assert acknowledged  # the batch in flight when close was called was committed, not dropped
+    reopened = SQLiteStore(str(path))
+    assert {c.call_id for c in reopened.list_calls("org-a", limit=100)} == acknowledged
+    reopened.close()

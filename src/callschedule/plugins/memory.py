@@ -19,6 +19,8 @@ from callschedule.hookspecs import hookimpl
 class MemoryStore(Store):
     """A thread-safe store that keeps everything in this process and loses it on exit."""
 
+    serves_event_loop = True
+
     _calls: dict[tuple[str, str], Call] = attrs.field(factory=dict, init=False)
     _events: defaultdict[tuple[str, str], list[Event]] = attrs.field(
         factory=lambda: defaultdict(list), init=False
@@ -49,6 +51,14 @@ class MemoryStore(Store):
             self._calls[key] = call
             self._events[key].extend(events)
         return call
+
+    async def insert_call_async(self, call: Call, event: Event) -> Call | None:
+        """:meth:`insert_call` at once: nothing here waits."""
+        return self.insert_call(call, event)
+
+    async def update_call_async(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        """:meth:`update_call` at once: nothing here waits."""
+        return self.update_call(call, expected_version, events)
 
     def list_calls(
         self,

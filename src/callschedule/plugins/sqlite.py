@@ -6,6 +6,11 @@ changes, and no caller returns before that transaction is committed. A change th
 (a conflict) rolls back its savepoint alone. Other processes wait on the file lock up to the
 busy timeout. Reads borrow connections from a small pool and never wait for writers.
 
+Changes made from an event loop (the ``*_async`` methods) are gathered over one turn of the
+loop into one transaction, whose statements the loop runs itself (microseconds each); a
+committer thread runs its ``COMMIT`` and fsync, so the loop never waits on the disk, nor on
+another process's lock (a batch that finds the file locked goes through a thread instead).
+
 URL options: ``?synchronous=full`` (default: an acknowledged change survives power loss) or
 ``normal`` (survives a crash of the process, not of the machine; faster), and
 ``busy_timeout`` in milliseconds (default 30000).
@@ -13,8 +18,10 @@ URL options: ``?synchronous=full`` (default: an acknowledged change survives pow
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import queue
 import sqlite3
 import threading
 import time
@@ -194,6 +201,21 @@ def _event_row(event: Event) -> tuple[Any, ...]:
     )
 
 
+def _prepare_insert(call: Call, event: Event) -> Callable[[sqlite3.Connection], Call | None]:
+    """The insert of a new ``call`` and its creation event, ready to run in a write."""
+    row, event_row = _call_row(call), _event_row(event)
+
+    def work(conn: sqlite3.Connection) -> Call | None:
+        try:
+            conn.execute(_INSERT_CALL, row)
+        except sqlite3.IntegrityError:  # the organization has a call with this id: nothing written
+            return None
+        conn.execute(_INSERT_EVENT, event_row)
+        return call
+
+    return work
+
+
 def _prepare_update(
     call: Call, expected_version: int, events: Sequence[Event]
 ) -> Callable[[sqlite3.Connection], Call]:
@@ -228,9 +250,20 @@ class _Pending:
     error: BaseException | None = None
 
 
+@attrs.define(eq=False)
+class _LoopBatch:
+    """Changes an event loop submitted (:meth:`SQLiteStore.update_call_async`) for one
+    transaction, each with the future its caller awaits."""
+
+    loop: asyncio.AbstractEventLoop
+    changes: list[tuple[_Pending, asyncio.Future[Any]]] = attrs.field(factory=list)
+
+
 @attrs.define
 class SQLiteStore(Store):
     """A store in one SQLite file; see the module docstring for its concurrency and durability."""
+
+    serves_event_loop = True
 
     path: str
     synchronous: str = "full"
@@ -243,6 +276,10 @@ class SQLiteStore(Store):
     _queue: list[_Pending] = attrs.field(factory=list, init=False)
     _committing: bool = attrs.field(default=False, init=False)
     _cond: threading.Condition = attrs.field(factory=threading.Condition, init=False)
+    _loop_batches: dict[asyncio.AbstractEventLoop, _LoopBatch] = attrs.field(factory=dict, init=False)
+    _waiting_batches: list[_LoopBatch] = attrs.field(factory=list, init=False)
+    _committer: threading.Thread | None = attrs.field(default=None, init=False)
+    _commits: queue.SimpleQueue[_LoopBatch | None] = attrs.field(factory=queue.SimpleQueue, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.synchronous not in ("full", "normal", "extra"):
@@ -343,23 +380,38 @@ class SQLiteStore(Store):
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` inside a committed transaction, possibly shared with other threads' work."""
         pending = _Pending(work)
-        with self._cond:
-            self._queue.append(pending)
-            while self._committing and not pending.done:
-                self._cond.wait()
-            if not pending.done:
-                self._committing = True
-                batch, self._queue = self._queue, []
-        if not pending.done:
-            try:
-                self._commit_batch(batch)
-            finally:
-                with self._cond:
-                    self._committing = False
-                    self._cond.notify_all()
+        self._write_all([pending])
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[no-any-return]
+
+    def _write_all(self, pendings: list[_Pending]) -> None:
+        """Commit ``pendings`` (each its own change), sharing the commit with other threads'.
+
+        The caller commits the queue itself unless another thread is committing, in which case
+        it waits for that commit, or the next, to carry its changes.
+        """
+        with self._cond:
+            self._queue.extend(pendings)
+            while self._committing and not pendings[-1].done:
+                self._cond.wait()
+            if pendings[-1].done:
+                return
+            self._committing = True
+            batch, self._queue = self._queue, []
+        try:
+            self._commit_batch(batch)
+        finally:
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        """The committing thread is done: wake the threads and event loops waiting to write."""
+        with self._cond:
+            self._committing = False
+            self._cond.notify_all()
+            waiting, self._waiting_batches = self._waiting_batches, []
+        for batch in waiting:
+            _call_soon_threadsafe(batch.loop, self._flush_loop_batch, batch)
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         try:  # the common case first, without the retry machinery
@@ -369,56 +421,157 @@ class SQLiteStore(Store):
                 raise
             self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
-        """Run every change of ``batch`` in its own savepoint of one transaction, then commit.
+    def _begin_at_once(self, conn: sqlite3.Connection) -> bool:
+        """``BEGIN IMMEDIATE`` unless another process holds the write lock: then ``False`` at
+        once instead of waiting the busy timeout (an event loop must not wait on it)."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        return True
 
-        A change that raises rolls back its savepoint alone; if the commit itself fails, every
-        change of the batch gets that error, since none of them is durable.
-        """
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        """Run every change of ``batch`` in one transaction and commit it (see :meth:`_apply`)."""
         conn = self._writer
         try:
             self._begin(conn)
-            if len(batch) == 1:  # alone: the transaction is the change's own, no savepoint needed
-                pending = batch[0]
-                try:
-                    pending.result = pending.work(conn)
-                except (CallScheduleError, sqlite3.Error) as exc:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    pending.error = exc
-                else:
-                    conn.execute("COMMIT")
-                return
-            for pending in batch:
-                conn.execute("SAVEPOINT change")
-                try:
-                    pending.result = pending.work(conn)
-                except (CallScheduleError, sqlite3.Error) as exc:
-                    conn.execute("ROLLBACK TO change")
-                    pending.error = exc
-                conn.execute("RELEASE change")
-            conn.execute("COMMIT")
+            if self._apply(conn, batch):
+                conn.execute("COMMIT")
         except Exception as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for pending in batch:
-                pending.result, pending.error = None, exc
+            self._abort(conn, batch, exc)
         finally:
             for pending in batch:
                 pending.done = True
 
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
+        """Run every change of ``batch`` in its own savepoint of the open transaction; ``False``
+        if nothing is left to commit (a lone change that failed was rolled back).
+
+        A change that raises rolls back its savepoint alone and gets the error.
+        """
+        if len(batch) == 1:  # alone: the transaction is the change's own, no savepoint needed
+            pending = batch[0]
+            try:
+                pending.result = pending.work(conn)
+            except (CallScheduleError, sqlite3.Error) as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                pending.error = exc
+                return False
+            return True
+        for pending in batch:
+            conn.execute("SAVEPOINT change")
+            try:
+                pending.result = pending.work(conn)
+            except (CallScheduleError, sqlite3.Error) as exc:
+                conn.execute("ROLLBACK TO change")
+                pending.error = exc
+            conn.execute("RELEASE change")
+        return True
+
+    @staticmethod
+    def _abort(conn: sqlite3.Connection, batch: list[_Pending], exc: Exception) -> None:
+        """The transaction failed as a whole: none of its changes is durable, all get ``exc``."""
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for pending in batch:
+            pending.result, pending.error = None, exc
+
+    # -- writes from an event loop: its changes of one turn in one transaction ------------------
+
+    async def _write_async(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in a committed transaction shared with the other changes this event loop
+        submits in the same turn; the loop never waits on the disk or on another process.
+
+        The loop runs the changes' statements itself (microseconds each), and the committer
+        thread runs the ``COMMIT`` and its fsync, then resolves the futures. While a commit is
+        in progress the next turns' changes gather for the commit after it. If another process
+        holds the write lock, the batch goes through :meth:`_write_all` in a thread instead.
+        """
+        loop = asyncio.get_running_loop()
+        batch = self._loop_batches.get(loop)
+        if batch is None:  # the first change of this turn: flush at the end of the turn
+            batch = self._loop_batches[loop] = _LoopBatch(loop)
+            loop.call_soon(self._flush_loop_batch, batch)
+        future: asyncio.Future[T] = loop.create_future()
+        batch.changes.append((_Pending(work), future))
+        return await future
+
+    def _flush_loop_batch(self, batch: _LoopBatch) -> None:
+        """On the batch's loop: apply its changes and hand the commit to the committer thread."""
+        with self._cond:
+            if self._committing and not self._closed:  # flushed again once that commit ends
+                self._waiting_batches.append(batch)
+                return
+            del self._loop_batches[batch.loop]  # changes submitted from now on make a new batch
+            changes = batch.changes
+            if self._closed:
+                self._resolve(changes, InvalidInput("store", "the store is closed"))
+                return
+            self._committing = True
+        pendings = [pending for pending, _ in changes]
+        conn = self._writer
+        try:
+            began = self._begin_at_once(conn)
+            commit = began and self._apply(conn, pendings)
+        except Exception as exc:
+            self._abort(conn, pendings, exc)
+            began, commit = True, False
+        if commit:
+            self._start_committer()
+            self._commits.put(_LoopBatch(batch.loop, changes))
+            return
+        self._release_writer()
+        if began:  # nothing to commit: a lone change refused, or the transaction failed
+            self._resolve(changes)
+            return
+        # Another process is writing: wait for its lock in a thread, not on the loop.
+        blocking = batch.loop.run_in_executor(None, self._write_all, pendings)
+        blocking.add_done_callback(lambda done: self._resolve(changes, done.exception()))
+
+    def _start_committer(self) -> None:
+        if self._committer is None:
+            self._committer = threading.Thread(
+                target=self._commit_loop, name="callschedule-sqlite-commit", daemon=True
+            )
+            self._committer.start()
+
+    def _commit_loop(self) -> None:
+        """The committer thread: ``COMMIT`` the transactions event loops prepared, in order."""
+        while (batch := self._commits.get()) is not None:
+            pendings = [pending for pending, _ in batch.changes]
+            try:
+                self._writer.execute("COMMIT")
+            except Exception as exc:
+                self._abort(self._writer, pendings, exc)
+            finally:
+                self._release_writer()
+            _call_soon_threadsafe(batch.loop, self._resolve, batch.changes)
+
+    @staticmethod
+    def _resolve(
+        changes: list[tuple[_Pending, asyncio.Future[Any]]], error: BaseException | None = None
+    ) -> None:
+        """On the loop: answer each change's caller with its result or error."""
+        for pending, future in changes:
+            if future.done():  # its caller was cancelled meanwhile
+                continue
+            failure = error or pending.error
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(pending.result)
+
     # -- the Store contract -------------------------------------------------------------------
 
     def insert_call(self, call: Call, event: Event) -> Call | None:
-        def work(conn: sqlite3.Connection) -> Call | None:
-            try:
-                conn.execute(_INSERT_CALL, _call_row(call))
-            except sqlite3.IntegrityError:
-                return None
-            conn.execute(_INSERT_EVENT, _event_row(event))
-            return call
-
-        return self._write(work)
+        return self._write(_prepare_insert(call, event))
 
     def get_call(self, organization_id: str, call_id: str) -> Call | None:
         rows = self._read(
@@ -430,6 +583,14 @@ class SQLiteStore(Store):
     def update_call(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
         update = _prepare_update(call, expected_version, events)
         return self._write(update)
+
+    async def update_call_async(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
+        """:meth:`update_call` from an event loop: the change joins the loop's next group commit."""
+        return await self._write_async(_prepare_update(call, expected_version, events))
+
+    async def insert_call_async(self, call: Call, event: Event) -> Call | None:
+        """:meth:`insert_call` from an event loop: the change joins the loop's next group commit."""
+        return await self._write_async(_prepare_insert(call, event))
 
     def update_calls(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
@@ -579,13 +740,26 @@ class SQLiteStore(Store):
         return self._write(work)
 
     def close(self) -> None:
+        with self._cond:
+            self._closed = True  # no change is taken from now on; idle readers are not kept
+            while self._committing:  # the commit in progress (a thread's or an event loop's) ends
+                self._cond.wait()
+            committer = self._committer
+        if committer is not None:
+            self._commits.put(None)
+            committer.join()
         with self._readers_lock:
-            self._closed = True
             for conn in self._idle_readers:
                 conn.close()
             self._idle_readers.clear()
-        with self._cond:
-            self._writer.close()
+        self._writer.close()
+
+
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Schedule ``callback`` on ``loop`` from any thread; nothing if the loop is closed (its
+    callers are gone with it)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 @hookimpl(trylast=True)
