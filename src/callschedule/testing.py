@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -247,8 +247,8 @@ class StoreConformance:
         first, first_event = moved(stale_of, NOW + 10)
         store.update_call(first, stale_of.version, [first_event])
 
-        async def scenario() -> list[Call | BaseException]:
-            changes = [
+        async def scenario() -> list[Call | BaseException | None]:
+            changes: list[Coroutine[Any, Any, Call | None]] = [
                 store.update_call_async(*_moved_at_version(c, NOW + 1000 + n)) for n, c in enumerate(calls)
             ]
             changes.append(
