@@ -510,11 +510,12 @@ class SQLiteStore(Store):
                 self._waiting_batches.append(batch)
                 return
             del self._loop_batches[batch.loop]  # changes submitted from now on make a new batch
-            changes = batch.changes
-            if self._closed:
-                self._resolve(changes, InvalidInput("store", "the store is closed"))
-                return
-            self._committing = True
+            closed = self._closed
+            self._committing = not closed
+        changes = batch.changes
+        if closed:
+            self._resolve(changes, InvalidInput("store", "the store is closed"))
+            return
         pendings = [pending for pending, _ in changes]
         conn = self._writer
         try:
