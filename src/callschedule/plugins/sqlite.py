@@ -221,8 +221,9 @@ def _prepare_update(
 def _prepare_updates(
     changes: Sequence[tuple[Call, int, Sequence[Event]]],
 ) -> Callable[[sqlite3.Connection], list[Call | CallScheduleError]]:
-    """Several changes ready to run in one write, each in its own savepoint, so that a refused
-    one (a conflict) leaves the others in place."""
+    """Several changes ready to run in one write; a refused one (a conflict) leaves the others
+    in place. No savepoint is needed for that: a change is refused by its conditional update
+    matching no row, before it writes anything; any other error fails the whole write."""
     updates: list[Callable[[sqlite3.Connection], Call] | CallScheduleError] = []
     for call, expected_version, events in changes:
         try:
@@ -236,13 +237,10 @@ def _prepare_updates(
             if isinstance(update, CallScheduleError):
                 results.append(update)
                 continue
-            conn.execute("SAVEPOINT one_of_many")
             try:
                 results.append(update(conn))
             except (Conflict, CallNotFound) as exc:
-                conn.execute("ROLLBACK TO one_of_many")
                 results.append(exc)
-            conn.execute("RELEASE one_of_many")
         return results
 
     return work
