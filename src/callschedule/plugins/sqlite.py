@@ -491,7 +491,7 @@ class SQLiteStore(Store):
     def update_calls(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
     ) -> list[Call | CallScheduleError]:
-        """Every change in one transaction, each in its own savepoint: one commit for the batch."""
+        """Every change in one transaction, each refused on its own: one commit for the batch."""
         return self._write(_prepare_updates(changes))
 
     def list_calls(
@@ -570,7 +570,7 @@ class SQLiteStore(Store):
         lease_expires_at: int,
         organization_limit: int | None = None,
     ) -> tuple[list[Call | CallScheduleError], list[Call]]:
-        """The changes (each in its own savepoint) and then the claim, in one transaction: one
+        """The changes (each refused on its own) and then the claim, in one transaction: one
         commit where the two operations would make two."""
         cls = type(self)
         if cls.update_calls is not SQLiteStore.update_calls or cls.claim_due is not SQLiteStore.claim_due:
