@@ -457,3 +457,40 @@ def test_a_second_stop_with_a_shorter_grace_ends_the_wait(real_scheduler: CallSc
         assert real_scheduler.events(ORG, "stuck")[-1].type is EventType.RELEASED
     finally:
         release.set()
+
+
+class FailingRoundStore(MemoryStore):
+    """A memory store whose first write of outcomes together with a claim fails whole."""
+
+    failed = threading.Event()
+
+    def update_calls_and_claim_due(self, changes: Any, **claim: Any) -> Any:
+        if changes and not self.failed.is_set():
+            self.failed.set()
+            raise sqlite3.OperationalError("disk I/O error")
+        return super().update_calls_and_claim_due(changes, **claim)
+
+
+def test_outcomes_whose_round_with_the_claim_failed_are_written_apart_and_work_goes_on() -> None:
+    store = FailingRoundStore()
+    scheduler = CallScheduler(store=store)
+    scheduler.create_call(ORG, int(time.time()), call_id="c1")
+    dialled: list[str] = []
+    second = threading.Event()
+
+    def dial(call: Call, attempt: Any) -> str:
+        dialled.append(attempt.idempotency_key)
+        if call.call_id == "c2":
+            second.set()
+        return "answered"
+
+    running = Running(scheduler.worker(dial, poll_interval=0.05))
+    try:
+        assert store.failed.wait(WAIT)
+        scheduler.create_call(ORG, int(time.time()), call_id="c2")
+        assert second.wait(WAIT)
+    finally:
+        running.stop_and_join()
+    assert dialled == [f"{ORG}:c1:1", f"{ORG}:c2:1"]
+    assert statuses(scheduler) == [ExecutionStatus.COMPLETED, ExecutionStatus.COMPLETED]
+    assert [e.type.value for e in scheduler.events(ORG, "c1")] == ["created", "claimed", "completed"]

@@ -613,10 +613,16 @@ class CallScheduler:
             lease_expires_at=now_ms + math.ceil(lease_seconds * 1000),
             **options,
         )
+        self._after_claim(claimed, now_ms)
+        return claimed
+
+    def _after_claim(self, claimed: Sequence[Call], now_ms: int) -> None:
+        """Tell listeners of the ``claimed`` events the store wrote in the claim's transaction."""
+        if not claimed or not self.plugin_manager.hook.callschedule_event.get_hookimpls():
+            return  # a claimed call is in progress, so no due listener needs it either
         for call in claimed:
             # The store wrote exactly this event (same call, same time) in the claim's transaction.
             self._after_commit(call, [_events.claimed(call, now_ms)])
-        return claimed
 
     def commit_changes(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
@@ -634,6 +640,38 @@ class CallScheduler:
             if isinstance(result, Call):
                 self._after_commit(result, events)
         return results
+
+    def commit_changes_and_claim_due(
+        self,
+        changes: Sequence[tuple[Call, int, Sequence[Event]]],
+        *,
+        limit: int,
+        lease_owner: str,
+        lease_seconds: float,
+        organization_limit: int | None = None,
+    ) -> tuple[list[Call | CallScheduleError], list[Call]]:
+        """:meth:`commit_changes` and then :meth:`claim_due` in one round of the store (one
+        transaction where the store can: see :meth:`Store.update_calls_and_claim_due`), then
+        tell listeners of what was written. For workers: the outcomes of finished calls and the
+        claim of the next ones share one commit."""
+        now_ms = self.clock.now_ms()
+        options: dict[str, Any] = {}
+        if organization_limit is not None:
+            options["organization_limit"] = organization_limit
+        results, claimed = self.store.update_calls_and_claim_due(
+            changes,
+            now=now_ms // 1000,
+            now_ms=now_ms,
+            limit=limit,
+            lease_owner=lease_owner,
+            lease_expires_at=now_ms + math.ceil(lease_seconds * 1000),
+            **options,
+        )
+        for (_, _, events), result in zip(changes, results, strict=True):
+            if isinstance(result, Call):
+                self._after_commit(result, events)
+        self._after_claim(claimed, now_ms)
+        return results, claimed
 
     def _commit(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
         stored = self.store.update_call(call, expected_version, events)

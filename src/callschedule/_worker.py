@@ -453,18 +453,34 @@ class Worker:
     # -- one pass -----------------------------------------------------------------------------
 
     def _cycle(self) -> _Cycle:
-        self._collect()
         self._renew_leases()
         recovered = self._recover_expired()
-        limit = self._free_slots()
+        done, changes = self._take_done()
+        with self._cond:
+            # The finished executions' slots are free once their outcomes are written below.
+            freed = sum(1 for running in done if self._inflight.get(running.key) is running)
+            limit = max(0, self.concurrency - len(self._inflight) + freed)
         if limit == 0 or (self._stopping.is_set() and self._running_loop):
+            self._record(done, changes)
             return _Cycle(recovered=recovered)
-        claimed = self.scheduler.claim_due(
-            limit=limit,
-            lease_owner=self.worker_id,
-            lease_seconds=self.lease_seconds,
-            organization_limit=self.organization_limit,
-        )
+        try:
+            # The outcomes and the next claim in one round of the store (one commit on SQLite).
+            results, claimed = self.scheduler.commit_changes_and_claim_due(
+                changes,
+                limit=limit,
+                lease_owner=self.worker_id,
+                lease_seconds=self.lease_seconds,
+                organization_limit=self.organization_limit,
+            )
+        except Exception as exc:
+            # The store failed: write the outcomes apart, retrying (if they were written
+            # already they conflict, harmlessly), then claim on its own as before.
+            logger.warning("store error recording outcomes and claiming: %s; one at a time", exc)
+            self._record(done, changes)
+            claimed = self._claim(limit)
+        else:
+            self._free(done)
+            self._log_refused(changes, results, "record the outcome of")
         now_ms = self.scheduler.clock.now_ms()
         executed = 0
         given_back: list[tuple[Call, int, list[Event]]] = []
@@ -480,6 +496,14 @@ class Worker:
         elif given_back:  # a backlog found outside the window, or overdue: one commit
             self._commit_all_quietly(given_back, "give back")
         return _Cycle(claimed=len(claimed), executed=executed, recovered=recovered, limit=limit)
+
+    def _claim(self, limit: int) -> list[Call]:
+        return self.scheduler.claim_due(
+            limit=limit,
+            lease_owner=self.worker_id,
+            lease_seconds=self.lease_seconds,
+            organization_limit=self.organization_limit,
+        )
 
     def _free_slots(self) -> int:
         with self._cond:
@@ -591,10 +615,27 @@ class Worker:
         The outcomes are decided here, on the clock's thread, and written as one batch, which
         a store that can (SQLite, PostgreSQL) commits in one transaction instead of one each.
         """
+        self._record(*self._take_done())
+
+    def _record(self, done: list[_Running], changes: list[tuple[Call, int, list[Event]]]) -> None:
+        """Write the outcomes of ``done`` (retrying while the store fails), then free their slots."""
+        try:
+            self._write_outcomes(changes)
+        finally:
+            self._free(done)
+
+    def _free(self, done: list[_Running]) -> None:
+        with self._cond:
+            for running in done:
+                if self._inflight.get(running.key) is running:
+                    del self._inflight[running.key]
+
+    def _take_done(self) -> tuple[list[_Running], list[tuple[Call, int, list[Event]]]]:
+        """The finished executions, and the changes that record their outcomes."""
         with self._cond:
             done, self._done = self._done, []
         if not done:
-            return
+            return done, []
         now_ms = self.scheduler.clock.now_ms()
         changes: list[tuple[Call, int, list[Event]]] = []
         for running in done:
@@ -616,14 +657,7 @@ class Worker:
                 rng=self.rng,
             )
             changes.append((new, running.call.version, events))
-
-        try:
-            self._write_outcomes(changes)
-        finally:
-            with self._cond:
-                for running in done:
-                    if self._inflight.get(running.key) is running:
-                        del self._inflight[running.key]
+        return done, changes
 
     def _write_outcomes(self, changes: list[tuple[Call, int, list[Event]]]) -> None:
         """Write known outcomes; while the store fails (a restart, a lock held too long), try
@@ -653,6 +687,14 @@ class Worker:
         except CallScheduleError:
             logger.exception("could not %s %d calls", what, len(changes))
             return
+        self._log_refused(changes, results, what)
+
+    def _log_refused(
+        self,
+        changes: list[tuple[Call, int, list[Event]]],
+        results: list[Call | CallScheduleError],
+        what: str,
+    ) -> None:
         for (call, _, _), result in zip(changes, results, strict=True):
             if isinstance(result, Conflict):
                 self._log_conflict(what, call)

@@ -139,6 +139,40 @@ class Store(abc.ABC):
         ``in_progress`` (counting those claimed before, by any worker); its other due calls wait.
         """
 
+    def update_calls_and_claim_due(
+        self,
+        changes: Sequence[tuple[Call, int, Sequence[Event]]],
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
+    ) -> tuple[list[Call | CallScheduleError], list[Call]]:
+        """:meth:`update_calls` with ``changes``, then :meth:`claim_due` (nothing claimed when
+        ``limit`` is 0); returns both results. For a worker that records the outcomes of its
+        finished calls and claims the next ones in one round.
+
+        The claim sees the changes (a change that makes a call due may let it be claimed).
+        A store may do both in one transaction, one commit instead of two (SQLite does); this
+        default makes the two calls. If it raises, the changes may have been written (this
+        default) or not (one transaction): writing them again is safe, they then conflict.
+        """
+        results = self.update_calls(changes) if changes else []
+        if limit <= 0:
+            return results, []
+        options = {} if organization_limit is None else {"organization_limit": organization_limit}
+        claimed = self.claim_due(
+            now=now,
+            now_ms=now_ms,
+            limit=limit,
+            lease_owner=lease_owner,
+            lease_expires_at=lease_expires_at,
+            **options,
+        )
+        return results, claimed
+
     @abc.abstractmethod
     def expired_leases(self, *, now_ms: int, limit: int) -> list[Call]:
         """In-progress calls whose lease expired before ``now_ms`` (their worker stopped)."""

@@ -424,6 +424,99 @@ class StoreConformance:
         with pytest.raises(Conflict):
             store.update_call(late_move, call.version, [event])
 
+    def finished(self, claimed: Call, *, retry_at: int | None = None) -> tuple[Call, int, list[Event]]:
+        """The change a worker writes when ``claimed``'s attempt ended: completed, or (with
+        ``retry_at``) pending again for a retry."""
+        if retry_at is None:
+            done = attrs.evolve(
+                claimed,
+                execution_status=ExecutionStatus.COMPLETED,
+                version=claimed.version + 1,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            return done, claimed.version, [_events.completed(done, NOW_MS, None, Source.WORKER)]
+        again = attrs.evolve(
+            claimed,
+            execution_status=ExecutionStatus.PENDING,
+            scheduled_timestamp=retry_at,
+            version=claimed.version + 1,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        return (
+            again,
+            claimed.version,
+            [_events.retry_scheduled(again, NOW_MS, retry_at, "busy", Source.WORKER)],
+        )
+
+    def test_update_and_claim_writes_the_outcomes_then_claims_what_is_due(self, store: Store) -> None:
+        self.add(store, make_call(call_id="ran", scheduled_timestamp=NOW - 30))
+        self.add(store, make_call(call_id="retried", scheduled_timestamp=NOW - 20))
+        ran, retried = self.claim(store, limit=2)
+        self.add(store, make_call(call_id="next", scheduled_timestamp=NOW - 10))
+        self.add(store, make_call(call_id="later", scheduled_timestamp=NOW + 60))
+        completed, retry = self.finished(ran), self.finished(retried, retry_at=NOW)
+        results, claimed = store.update_calls_and_claim_due(
+            [completed, retry],
+            now=NOW,
+            now_ms=NOW_MS,
+            limit=10,
+            lease_owner="w2",
+            lease_expires_at=NOW_MS + 30_000,
+        )
+        assert results == [completed[0], retry[0]]
+        # The claim sees the outcomes: the retry due now is claimed again, the completed call not.
+        assert [c.call_id for c in claimed] == ["next", "retried"]
+        assert all(
+            c.lease_owner == "w2" and c.execution_status is ExecutionStatus.IN_PROGRESS for c in claimed
+        )
+        assert store.get_call("org-a", "ran") == completed[0]
+        assert store.get_call("org-a", "retried") == claimed[1]
+        assert claimed[1].attempts == 2
+        assert [e.type for e in store.events("org-a", "retried")] == [
+            EventType.CREATED,
+            EventType.CLAIMED,
+            EventType.RETRY_SCHEDULED,
+            EventType.CLAIMED,
+        ]
+        assert store.get_call("org-a", "later") is not None
+        assert store.get_call("org-a", "later").execution_status is ExecutionStatus.PENDING  # type: ignore[union-attr]
+
+    def test_update_and_claim_refuses_a_stale_outcome_alone(self, store: Store) -> None:
+        self.add(store, make_call(call_id="a", scheduled_timestamp=NOW - 2))
+        self.add(store, make_call(call_id="b", scheduled_timestamp=NOW - 1))
+        a, b = self.claim(store)
+        lease_lost, _, events = self.finished(a)
+        self.add(store, make_call(call_id="c", scheduled_timestamp=NOW))
+        results, claimed = store.update_calls_and_claim_due(
+            [(lease_lost, a.version - 1, events), self.finished(b)],
+            now=NOW,
+            now_ms=NOW_MS,
+            limit=10,
+            lease_owner="w2",
+            lease_expires_at=NOW_MS + 30_000,
+        )
+        assert isinstance(results[0], Conflict) and results[1] == self.finished(b)[0]
+        assert [c.call_id for c in claimed] == ["c"]
+        assert store.get_call("org-a", "a") == a  # the refused outcome left no trace
+        assert [e.type for e in store.events("org-a", "a")] == [EventType.CREATED, EventType.CLAIMED]
+
+    def test_update_and_claim_with_no_room_claims_nothing(self, store: Store) -> None:
+        self.add(store, make_call(call_id="a", scheduled_timestamp=NOW - 1))
+        [a] = self.claim(store)
+        self.add(store, make_call(call_id="b", scheduled_timestamp=NOW))
+        results, claimed = store.update_calls_and_claim_due(
+            [self.finished(a)],
+            now=NOW,
+            now_ms=NOW_MS,
+            limit=0,
+            lease_owner="w1",
+            lease_expires_at=NOW_MS + 30_000,
+        )
+        assert results == [self.finished(a)[0]] and claimed == []
+        assert store.get_call("org-a", "b").execution_status is ExecutionStatus.PENDING  # type: ignore[union-attr]
+
     def test_expired_leases_lists_in_progress_calls_past_their_lease(self, store: Store) -> None:
         self.add(store, make_call(call_id="a", scheduled_timestamp=NOW))
         self.add(store, make_call(call_id="b", scheduled_timestamp=NOW + 5))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
-from callschedule import InvalidInput
+from callschedule import Call, InvalidInput
 from callschedule.plugins.sqlite import MAX_IDLE_READERS, SCHEMA_VERSION, SQLiteStore, migrations
 from callschedule.testing import created_event, make_call, moved
 
@@ -180,3 +181,21 @@ def test_closing_under_changes_from_an_event_loop_loses_none_it_acknowledged(tmp
     reopened = SQLiteStore(str(path))
     assert {c.call_id for c in reopened.list_calls("org-a", limit=100)} == acknowledged
     reopened.close()
+
+
+def test_a_subclass_that_changes_the_claim_keeps_it_when_outcomes_and_claim_go_together(
+    tmp_path: Path,
+) -> None:
+    class ClaimAtMostOne(SQLiteStore):
+        def claim_due(self, **kwargs: Any) -> list[Call]:
+            return super().claim_due(**{**kwargs, "limit": 1})
+
+    store = ClaimAtMostOne(str(tmp_path / "calls.db"))
+    for n in range(3):
+        call = make_call(f"c{n}", scheduled_timestamp=1)
+        store.insert_call(call, created_event(call))
+    _, claimed = store.update_calls_and_claim_due(
+        [], now=10, now_ms=10_000, limit=5, lease_owner="w", lease_expires_at=20_000
+    )
+    assert [c.call_id for c in claimed] == ["c0"]
+    store.close()

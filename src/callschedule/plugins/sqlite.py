@@ -240,6 +240,63 @@ def _prepare_update(
     return work
 
 
+def _prepare_updates(
+    changes: Sequence[tuple[Call, int, Sequence[Event]]],
+) -> Callable[[sqlite3.Connection], list[Call | CallScheduleError]]:
+    """Several changes ready to run in one write; a refused one (a conflict) leaves the others
+    in place. No savepoint is needed for that: a change is refused by its conditional update
+    matching no row, before it writes anything; any other error fails the whole write."""
+    updates: list[Callable[[sqlite3.Connection], Call] | CallScheduleError] = []
+    for call, expected_version, events in changes:
+        try:
+            updates.append(_prepare_update(call, expected_version, events))
+        except Conflict as exc:
+            updates.append(exc)
+
+    def work(conn: sqlite3.Connection) -> list[Call | CallScheduleError]:
+        results: list[Call | CallScheduleError] = []
+        for update in updates:
+            if isinstance(update, CallScheduleError):
+                results.append(update)
+                continue
+            try:
+                results.append(update(conn))
+            except (Conflict, CallNotFound) as exc:
+                results.append(exc)
+        return results
+
+    return work
+
+
+def _prepare_claim(
+    now: int,
+    now_ms: int,
+    limit: int,
+    lease_owner: str,
+    lease_expires_at: int,
+    organization_limit: int | None,
+) -> Callable[[sqlite3.Connection], list[Call]]:
+    """The claim of :meth:`SQLiteStore.claim_due` and its events, ready to run in a write."""
+
+    def work(conn: sqlite3.Connection) -> list[Call]:
+        if organization_limit is None:
+            rows = conn.execute(_CLAIM, (lease_owner, lease_expires_at, now_ms, now, limit))
+        else:
+            rows = conn.execute(
+                _CLAIM_LIMITED,
+                (lease_owner, lease_expires_at, now_ms, now, organization_limit, limit),
+            )
+        # RETURNING does not keep the subquery's order; callers get earliest first.
+        claimed = sorted(
+            (_call_from_row(r) for r in rows.fetchall()),
+            key=lambda c: (c.scheduled_timestamp, c.call_id),
+        )
+        conn.executemany(_INSERT_EVENT, [_event_row(_events.claimed(c, now_ms)) for c in claimed])
+        return claimed
+
+    return work
+
+
 @attrs.define
 class _Pending:
     """One change waiting for the group commit that carries it."""
@@ -596,30 +653,8 @@ class SQLiteStore(Store):
     def update_calls(
         self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
     ) -> list[Call | CallScheduleError]:
-        """Every change in one transaction, each in its own savepoint: one commit for the batch."""
-        updates: list[Callable[[sqlite3.Connection], Call] | CallScheduleError] = []
-        for call, expected_version, events in changes:
-            try:
-                updates.append(_prepare_update(call, expected_version, events))
-            except Conflict as exc:
-                updates.append(exc)
-
-        def work(conn: sqlite3.Connection) -> list[Call | CallScheduleError]:
-            results: list[Call | CallScheduleError] = []
-            for update in updates:
-                if isinstance(update, CallScheduleError):
-                    results.append(update)
-                    continue
-                conn.execute("SAVEPOINT one_of_many")
-                try:
-                    results.append(update(conn))
-                except (Conflict, CallNotFound) as exc:
-                    conn.execute("ROLLBACK TO one_of_many")
-                    results.append(exc)
-                conn.execute("RELEASE one_of_many")
-            return results
-
-        return self._write(work)
+        """Every change in one transaction, each refused on its own: one commit for the batch."""
+        return self._write(_prepare_updates(changes))
 
     def list_calls(
         self,
@@ -682,21 +717,41 @@ class SQLiteStore(Store):
         lease_expires_at: int,
         organization_limit: int | None = None,
     ) -> list[Call]:
-        def work(conn: sqlite3.Connection) -> list[Call]:
-            if organization_limit is None:
-                rows = conn.execute(_CLAIM, (lease_owner, lease_expires_at, now_ms, now, limit))
-            else:
-                rows = conn.execute(
-                    _CLAIM_LIMITED,
-                    (lease_owner, lease_expires_at, now_ms, now, organization_limit, limit),
-                )
-            # RETURNING does not keep the subquery's order; callers get earliest first.
-            claimed = sorted(
-                (_call_from_row(r) for r in rows.fetchall()),
-                key=lambda c: (c.scheduled_timestamp, c.call_id),
+        return self._write(
+            _prepare_claim(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)
+        )
+
+    def update_calls_and_claim_due(
+        self,
+        changes: Sequence[tuple[Call, int, Sequence[Event]]],
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
+    ) -> tuple[list[Call | CallScheduleError], list[Call]]:
+        """The changes (each refused on its own) and then the claim, in one transaction: one
+        commit where the two operations would make two."""
+        cls = type(self)
+        if cls.update_calls is not SQLiteStore.update_calls or cls.claim_due is not SQLiteStore.claim_due:
+            # A subclass that changed either operation gets them called as it defined them.
+            return super().update_calls_and_claim_due(
+                changes,
+                now=now,
+                now_ms=now_ms,
+                limit=limit,
+                lease_owner=lease_owner,
+                lease_expires_at=lease_expires_at,
+                organization_limit=organization_limit,
             )
-            conn.executemany(_INSERT_EVENT, [_event_row(_events.claimed(c, now_ms)) for c in claimed])
-            return claimed
+        updates = _prepare_updates(changes)
+        claim = _prepare_claim(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)
+
+        def work(conn: sqlite3.Connection) -> tuple[list[Call | CallScheduleError], list[Call]]:
+            results = updates(conn) if changes else []
+            return results, claim(conn) if limit > 0 else []
 
         return self._write(work)
 
