@@ -11,7 +11,6 @@ completion (status and event) is committed, for APScheduler when its job functio
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import AHEAD, peak_rss_bytes, percentile, rss_bytes, sqlite_url
+from _common import AHEAD, copy_flushed, peak_rss_bytes, percentile, rss_bytes, sqlite_url
 
 HERE = Path(__file__).resolve().parent
 #: Due calls are loaded at this far-off time, then moved to the real due time just before the worker
@@ -158,7 +157,7 @@ def lib(
     due far later already in the table (copied from ``base`` if given)."""
     path = workdir / "worker.db"
     if base:
-        shutil.copyfile(base, path)
+        copy_flushed(base, path)
     elif stored:
         _subprocess(
             "cases_worker.load",
@@ -198,7 +197,7 @@ def lib_reschedule(workdir: Path, n: int, base: str = "", stored: int = 0) -> di
 
     if base:
         path = workdir / "b2-lib.db"
-        shutil.copyfile(base, path)
+        copy_flushed(base, path)
         return cases_store.b2_lib_on(path, n)
     return cases_store.b2_lib(workdir, n, stored=stored)
 
