@@ -68,10 +68,12 @@ def tenant(scheduler: CallScheduler, organization_id: str) -> Tenant:
     return Tenant(organization_id, *scheduler.create_api_key(organization_id))
 
 
-def mounted_client(scheduler: CallScheduler, **options: Any) -> TestClient:
-    """A client of the app mounted at ``/api`` in a host Starlette app, as ``serve`` does it."""
+def mounted_client(
+    scheduler: CallScheduler, *, raise_server_exceptions: bool = True, **options: Any
+) -> TestClient:
+    """A client of the app mounted at ``/api`` in a host Starlette app."""
     host = Starlette(routes=[Mount("/api", create_app(scheduler, **options))])
-    return TestClient(host, raise_server_exceptions=True)
+    return TestClient(host, raise_server_exceptions=raise_server_exceptions)
 
 
 def snapshot(scheduler: CallScheduler, organization_id: str, call_id: str) -> tuple[Call, list[Event]]:

@@ -77,7 +77,7 @@ def scheduler(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[CallSch
     url = "memory://" if request.param == "memory://" else f"sqlite:///{tmp_path / 'calls.db'}"
     plugins = [AuditListener()] if "thread pool" in request.param else []
     with frozen_clock(), CallScheduler.open(url, plugins=plugins) as scheduler:
-        assert scheduler.serves_event_loop is not plugins
+        assert scheduler.serves_event_loop == (not plugins)
         yield scheduler
 
 
@@ -361,3 +361,26 @@ def test_a_listener_that_may_block_is_called_off_the_event_loop(tmp_path: Any) -
             client.get("/")
             _drive(client, "/api", org)
     assert listener.threads and loop_threads and not listener.threads & loop_threads
+
+
+@pytest.mark.parametrize("plugins", [[], [AuditListener()]], ids=["event loop", "thread pool"])
+def test_a_closed_store_is_a_500_on_both_paths(tmp_path: Any, plugins: list[object]) -> None:
+    with (
+        frozen_clock(),
+        CallScheduler.open(f"sqlite:///{tmp_path / 'calls.db'}", plugins=plugins) as scheduler,
+    ):
+        org = tenant(scheduler, "org-789")
+        call = scheduler.create_call("org-789", SEED_NOW + 600)
+        with mounted_client(scheduler, raise_server_exceptions=False) as client:
+            scheduler.store.close()
+            moved = client.put(
+                f"/api/calls/{call.call_id}/schedule",
+                json={"scheduled_timestamp": SEED_NOW + 900},
+                headers=org.headers,
+            )
+            created = client.post(
+                "/api/calls", json={"scheduled_timestamp": SEED_NOW + 900}, headers=org.headers
+            )
+    for response in (moved, created):
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"

@@ -27,16 +27,37 @@ SCHEDULE = f"/api/calls/{SEED_CALL_ID}/schedule"
 
 
 class Interference:
-    """A plugin whose extra rule runs a chosen action between the request's read and its write."""
+    """Runs a chosen action between the request's read and its write.
+
+    Where the app serves from the thread pool it is a plugin rule (a plugin in that hook is what
+    sends requests to the pool); where it serves on the event loop it runs as the store is about
+    to write, so that every error below is checked on both paths.
+    """
 
     def __init__(self) -> None:
         self.action: Any = None
 
     @hookimpl
     def callschedule_check_schedule(self, call: Any, requested_timestamp: int, now: int) -> None:
+        self.interfere(call, requested_timestamp)
+
+    def interfere(self, call: Any, requested_timestamp: int) -> None:
         if self.action is not None:
             action, self.action = self.action, None
             action(call, requested_timestamp)
+
+    def before_writes_of(self, store: Any) -> None:
+        update_call, update_call_async = store.update_call, store.update_call_async
+
+        def interfered(call: Any, *args: Any) -> Any:
+            self.interfere(call, call.scheduled_timestamp)
+            return update_call(call, *args)
+
+        async def interfered_async(call: Any, *args: Any) -> Any:
+            self.interfere(call, call.scheduled_timestamp)
+            return await update_call_async(call, *args)
+
+        store.update_call, store.update_call_async = interfered, interfered_async
 
 
 @pytest.fixture
@@ -44,8 +65,22 @@ def interference() -> Interference:
     return Interference()
 
 
-def _open(url: str, interference: Interference, policy: SchedulingPolicy | None = None) -> CallScheduler:
-    return CallScheduler.open(url, plugins=[interference], policy=policy)
+@pytest.fixture(params=["event loop", "thread pool"])
+def path(request: pytest.FixtureRequest) -> str:
+    """Where the app serves the requests (see ``CallScheduler.serves_event_loop``)."""
+    return str(request.param)
+
+
+def _open(
+    url: str, interference: Interference, path: str, policy: SchedulingPolicy | None = None
+) -> CallScheduler:
+    if path == "thread pool":
+        scheduler = CallScheduler.open(url, plugins=[interference], policy=policy)
+    else:
+        scheduler = CallScheduler.open(url, policy=policy)
+        interference.before_writes_of(scheduler.store)
+    assert scheduler.serves_event_loop == (path == "event loop")
+    return scheduler
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -54,8 +89,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 
 
 @pytest.fixture
-def scheduler(url: str, interference: Interference) -> Iterator[CallScheduler]:
-    with frozen_clock(), _open(url, interference) as scheduler:
+def scheduler(url: str, interference: Interference, path: str) -> Iterator[CallScheduler]:
+    with frozen_clock(), _open(url, interference, path) as scheduler:
         scheduler.create_call(ORG, ORIGINAL_TIME, call_id=SEED_CALL_ID)
         yield scheduler
 
@@ -342,9 +377,12 @@ def test_time_beyond_the_horizon_is_422(org: Tenant, client: TestClient) -> None
     assert body["error"]["details"]["rule"] == "max_horizon"
 
 
-def test_time_outside_the_calling_window_is_422_with_the_next_opening(url: str) -> None:
+def test_time_outside_the_calling_window_is_422_with_the_next_opening(url: str, path: str) -> None:
     window = CallingWindow(start=dt.time(8), end=dt.time(21), default_timezone="America/New_York")
-    with frozen_clock(), _open(url, Interference(), SchedulingPolicy(calling_window=window)) as scheduler:
+    with (
+        frozen_clock(),
+        _open(url, Interference(), path, SchedulingPolicy(calling_window=window)) as scheduler,
+    ):
         scheduler.create_call(ORG, ORIGINAL_TIME, call_id=SEED_CALL_ID, timezone="America/New_York")
         org = tenant(scheduler, ORG)
         before = snapshot(scheduler, ORG, SEED_CALL_ID)
@@ -361,8 +399,8 @@ def test_time_outside_the_calling_window_is_422_with_the_next_opening(url: str) 
         assert snapshot(scheduler, ORG, SEED_CALL_ID) == before
 
 
-def test_too_many_reschedules_is_422(url: str) -> None:
-    with frozen_clock(), _open(url, Interference(), SchedulingPolicy(max_reschedules=1)) as scheduler:
+def test_too_many_reschedules_is_422(url: str, path: str) -> None:
+    with frozen_clock(), _open(url, Interference(), path, SchedulingPolicy(max_reschedules=1)) as scheduler:
         scheduler.create_call(ORG, ORIGINAL_TIME, call_id=SEED_CALL_ID)
         org = tenant(scheduler, ORG)
         with mounted_client(scheduler) as client:

@@ -24,6 +24,7 @@ from callschedule.exceptions import (
     ExecutorNotFound,
     InvalidInput,
     ScheduleRejected,
+    StoreClosed,
     StoreNotFound,
     Unauthorized,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ScheduleRejected",
     "SchedulingPolicy",
     "Source",
+    "StoreClosed",
     "StoreNotFound",
     "Unauthorized",
     "Worker",

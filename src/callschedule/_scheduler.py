@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import importlib
 import json
 import logging
 import math
@@ -109,9 +110,8 @@ class CallScheduler:
             return False
         hook = self.plugin_manager.hook
         callers = (hook.callschedule_authenticate, hook.callschedule_check_schedule, hook.callschedule_event)
-        return all(
-            impl.plugin_name in DEFAULT_PLUGINS for caller in callers for impl in caller.get_hookimpls()
-        )
+        builtin = _builtin_plugins()
+        return all(impl.plugin in builtin for caller in callers for impl in caller.get_hookimpls())
 
     def close(self) -> None:
         """Close the store."""
@@ -147,7 +147,10 @@ class CallScheduler:
         call, event, requested = self._plan_create(
             organization_id, scheduled_timestamp, call_id, timezone, payload, source
         )
-        return self._created(call, event, requested, self.store.insert_call(call, event))
+        inserted = self.store.insert_call(call, event)
+        if inserted is not None:
+            self._after_commit(call, [event])
+        return self._created(call, requested, inserted)
 
     async def create_call_async(
         self,
@@ -175,7 +178,11 @@ class CallScheduler:
         call, event, requested = self._plan_create(
             organization_id, scheduled_timestamp, call_id, timezone, payload, source
         )
-        return self._created(call, event, requested, await self.store.insert_call_async(call, event))
+
+        inserted = await self.store.insert_call_async(call, event)
+        if inserted is not None:
+            self._after_commit(call, [event])
+        return self._created(call, requested, inserted)
 
     def _plan_create(
         self,
@@ -211,12 +218,9 @@ class CallScheduler:
         )
         return call, _events.created(call, now_ms, source), requested
 
-    def _created(self, call: Call, event: Event, requested: int, inserted: Call | None) -> Call:
+    def _created(self, call: Call, requested: int, inserted: Call | None) -> Call:
         """After the insert: the new call, or the existing one an idempotent repeat asked for."""
-        if inserted is None:
-            return self._existing_for_create(call, requested)
-        self._after_commit(call, [event])
-        return call
+        return call if inserted is not None else self._existing_for_create(call, requested)
 
     def _existing_for_create(self, wanted: Call, requested: int) -> Call:
         existing = self.store.get_call(wanted.organization_id, wanted.call_id)
@@ -268,6 +272,10 @@ class CallScheduler:
         Where nothing blocks (:attr:`serves_event_loop`), the read and the rules run on the
         event loop and only the commit is awaited; concurrent requests then share commits
         without a thread each. Otherwise the whole change runs in a thread.
+
+        Cancelling the awaiting task does not undo a change already handed to the store: it is
+        committed all the same (as a plain call's would be), and on the event loop the in-process
+        due listeners (a sleeping worker) then hear of it only at their next poll.
         """
         if not self.serves_event_loop:
             return await asyncio.to_thread(
@@ -578,7 +586,10 @@ class CallScheduler:
 
     def add_due_listener(self, listener: Callable[[int], None]) -> None:
         """Call ``listener(scheduled_timestamp)`` whenever a call becomes pending at that time in
-        this process (created, moved, retried), so a sleeping worker can wake early."""
+        this process (created, moved, retried), so a sleeping worker can wake early.
+
+        It is called in the thread that made the change, an event loop's included (the
+        ``*_async`` methods, the HTTP adapter): it must return at once and never block."""
         with self._listeners_lock:
             self._due_listeners.append(listener)
 
@@ -704,6 +715,12 @@ class CallScheduler:
         if call is None:
             raise CallNotFound(call_id)
         return call
+
+
+@functools.cache
+def _builtin_plugins() -> frozenset[object]:
+    """The modules of the built-in plugins (what they are, not the names they were registered by)."""
+    return frozenset(importlib.import_module(name) for name in DEFAULT_PLUGINS)
 
 
 def _source(value: object) -> Source:

@@ -124,6 +124,14 @@ class StoreNotFound(CallScheduleError, LookupError):
         super().__init__(f"No store plugin accepts the URL {url!r}")
 
 
+class StoreClosed(CallScheduleError, RuntimeError):
+    """The store was closed; the change was not written. (Over HTTP, an internal error: a server
+    answers only while its store is open.)"""
+
+    def __init__(self) -> None:
+        super().__init__("The store is closed; nothing was written")
+
+
 class ExecutorNotFound(CallScheduleError, LookupError):
     """No executor plugin is registered under this name."""
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
-from callschedule import Call, InvalidInput
+from callschedule import Call, InvalidInput, StoreClosed
 from callschedule.plugins.sqlite import MAX_IDLE_READERS, SCHEMA_VERSION, SQLiteStore, migrations
 from callschedule.testing import created_event, make_call, moved
 
@@ -151,36 +152,109 @@ def test_a_change_made_from_an_event_loop_is_committed_when_it_returns(tmp_path:
     store.close()
 
 
-def test_changes_from_an_event_loop_after_close_are_refused(tmp_path: Path) -> None:
+def test_changes_after_close_are_refused_from_threads_and_event_loops_alike(tmp_path: Path) -> None:
     store = SQLiteStore(str(tmp_path / "calls.db"))
     store.close()
     call = make_call()
-    with pytest.raises(InvalidInput, match="closed"):
+    with pytest.raises(StoreClosed):
+        store.insert_call(call, created_event(call))
+    with pytest.raises(StoreClosed):
         asyncio.run(store.insert_call_async(call, created_event(call)))
 
 
 def test_closing_under_changes_from_an_event_loop_loses_none_it_acknowledged(tmp_path: Path) -> None:
-    """Each change either returns (and is in the file) or is refused as closed (and is not):
-    close waits for the commit in progress instead of cutting it off."""
+    """Close waits for the commit in progress instead of cutting it off; the changes that had
+    not reached a commit yet are refused, and none of them is in the file."""
     path = tmp_path / "calls.db"
     store = SQLiteStore(str(path))
-    calls = [make_call(f"call-{n}") for n in range(50)]
+    early = [make_call(f"early-{n}") for n in range(20)]
+    late = [make_call(f"late-{n}") for n in range(20)]
 
-    async def create_then_close() -> list[object]:
-        changes = [asyncio.ensure_future(store.insert_call_async(c, created_event(c))) for c in calls]
-        for _ in range(3):  # the changes run, their batch is flushed and handed to the committer
+    async def create_then_close() -> tuple[list[object], list[object]]:
+        first = [asyncio.ensure_future(store.insert_call_async(c, created_event(c))) for c in early]
+        for _ in range(3):  # they run, their batch is applied and handed to the committer
             await asyncio.sleep(0)
-        await asyncio.to_thread(store.close)
-        return await asyncio.gather(*changes, return_exceptions=True)
+        second = [asyncio.ensure_future(store.insert_call_async(c, created_event(c))) for c in late]
+        store.close()  # on the loop, before the second lot ever runs: they meet a closed store
+        return (
+            await asyncio.gather(*first, return_exceptions=True),
+            await asyncio.gather(*second, return_exceptions=True),
+        )
 
-    results = asyncio.run(create_then_close())
-    acknowledged = {r.call_id for r in results if not isinstance(r, BaseException)}
-    refused = [r for r in results if isinstance(r, BaseException)]
-    assert all(isinstance(r, InvalidInput) and "closed" in str(r) for r in refused)
-    assert acknowledged  # the batch in flight when close was called was committed, not dropped
+    acknowledged, refused = asyncio.run(create_then_close())
+    assert acknowledged == early  # the commit in progress when close was called was finished
+    assert all(isinstance(r, StoreClosed) for r in refused)
     reopened = SQLiteStore(str(path))
-    assert {c.call_id for c in reopened.list_calls("org-a", limit=100)} == acknowledged
+    assert {c.call_id for c in reopened.list_calls("org-a", limit=100)} == {c.call_id for c in early}
     reopened.close()
+
+
+def test_a_loop_change_waits_for_a_thread_commit_in_progress_then_commits(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    call = make_call()
+    store.insert_call(call, created_event(call))
+    new, event = moved(call, call.scheduled_timestamp + 600)
+    in_commit, release = threading.Event(), threading.Event()
+
+    def slow_change(conn: sqlite3.Connection) -> None:  # a thread's change that takes its time
+        in_commit.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=store._write, args=(slow_change,))
+    writer.start()
+    assert in_commit.wait(10)
+
+    async def scenario() -> None:
+        change = asyncio.ensure_future(store.update_call_async(new, call.version, [event]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not change.done()  # the writer is taken: the batch waits, the loop goes on
+        release.set()
+        assert await asyncio.wait_for(change, timeout=10) == new
+
+    asyncio.run(scenario())
+    writer.join()
+    assert store.get_call("org-a", "call-1") == new
+    store.close()
+
+
+@pytest.mark.parametrize("failing", [{"COMMIT"}, {"COMMIT", "ROLLBACK"}], ids=["commit", "commit+rollback"])
+def test_a_failed_commit_refuses_its_changes_and_the_next_ones_commit(
+    tmp_path: Path, failing: set[str]
+) -> None:
+    """Even when the rollback after it fails too, no caller waits forever and the store goes on."""
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    real = store._writer
+
+    class FailingOnce:  # the writer connection, whose next COMMIT (and ROLLBACK) fail as a disk would
+        def __init__(self) -> None:
+            self.failed: set[str] = set()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql in failing and sql not in self.failed:
+                self.failed.add(sql)
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+    store._writer = FailingOnce()  # type: ignore[assignment]
+    calls = [make_call(f"call-{n}") for n in range(3)]
+
+    async def scenario() -> tuple[list[object], object]:
+        first = await asyncio.gather(
+            *(store.insert_call_async(c, created_event(c)) for c in calls), return_exceptions=True
+        )
+        return first, await store.insert_call_async(calls[0], created_event(calls[0]))
+
+    refused, retried = asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+    assert all(isinstance(r, sqlite3.OperationalError) for r in refused)
+    assert retried == calls[0]
+    assert [c.call_id for c in store.list_calls("org-a")] == ["call-0"]
+    other = calls[1]
+    assert store.insert_call(other, created_event(other)) == other  # threads write on, too
+    store.close()
 
 
 def test_a_subclass_that_changes_the_claim_keeps_it_when_outcomes_and_claim_go_together(

@@ -8,8 +8,8 @@ busy timeout. Reads borrow connections from a small pool and never wait for writ
 
 Changes made from an event loop (the ``*_async`` methods) are gathered over one turn of the
 loop into one transaction, whose statements the loop runs itself (microseconds each); a
-committer thread runs its ``COMMIT`` and fsync, so the loop never waits on the disk, nor on
-another process's lock (a batch that finds the file locked goes through a thread instead).
+committer thread runs its ``COMMIT`` and fsync, so the loop never waits on an fsync, nor on
+another process's write lock (a batch that finds the file locked goes through a thread instead).
 
 URL options: ``?synchronous=full`` (default: an acknowledged change survives power loss) or
 ``normal`` (survives a crash of the process, not of the machine; faster), and
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -37,15 +38,21 @@ from sqlite_utils.migrations import Migrations
 from callschedule import _events
 from callschedule._model import ApiKey, Call, Event, EventType, ExecutionStatus, Source
 from callschedule.abc import Store
-from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict, InvalidInput
+from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict, InvalidInput, StoreClosed
 from callschedule.hookspecs import hookimpl
 
 T = TypeVar("T")
+
+logger = logging.getLogger("callschedule.sqlite")
 
 migrations = Migrations("callschedule")
 
 #: Read connections kept open between reads; more are opened while more threads read at once.
 MAX_IDLE_READERS = 8
+
+#: The most changes of an event loop one transaction takes (a few milliseconds of the loop's time);
+#: more wait for the next commit.
+MAX_LOOP_BATCH = 256
 
 #: The schema version a database is at after opening: the number of applied migrations.
 SCHEMA_VERSION = 2
@@ -446,9 +453,14 @@ class SQLiteStore(Store):
         """Commit ``pendings`` (each its own change), sharing the commit with other threads'.
 
         The caller commits the queue itself unless another thread is committing, in which case
-        it waits for that commit, or the next, to carry its changes.
+        it waits for that commit, or the next, to carry its changes. Once the store is closed,
+        every change is refused with :class:`StoreClosed`.
         """
         with self._cond:
+            if self._closed:
+                for pending in pendings:
+                    pending.error, pending.done = StoreClosed(), True
+                return
             self._queue.extend(pendings)
             while self._committing and not pendings[-1].done:
                 self._cond.wait()
@@ -500,7 +512,7 @@ class SQLiteStore(Store):
             if self._apply(conn, batch):
                 conn.execute("COMMIT")
         except Exception as exc:
-            self._abort(conn, batch, exc)
+            self._abort(batch, exc)
         finally:
             for pending in batch:
                 pending.done = True
@@ -532,24 +544,34 @@ class SQLiteStore(Store):
             conn.execute("RELEASE change")
         return True
 
-    @staticmethod
-    def _abort(conn: sqlite3.Connection, batch: list[_Pending], exc: Exception) -> None:
-        """The transaction failed as a whole: none of its changes is durable, all get ``exc``."""
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+    def _abort(self, batch: list[_Pending], exc: Exception) -> None:
+        """The transaction failed as a whole (its ``COMMIT``, say): none of its changes is
+        durable, and every one gets ``exc`` before anything else can go wrong. Then roll back;
+        a writer connection that cannot even do that is replaced, so the next write starts clean."""
         for pending in batch:
             pending.result, pending.error = None, exc
+        try:
+            if self._writer.in_transaction:
+                self._writer.execute("ROLLBACK")
+        except Exception:
+            if self._closed:
+                return
+            logger.exception("SQLite store %s: rollback failed; reopening the writer connection", self.path)
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = self._connect()
 
     # -- writes from an event loop: its changes of one turn in one transaction ------------------
 
     async def _write_async(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in a committed transaction shared with the other changes this event loop
-        submits in the same turn; the loop never waits on the disk or on another process.
+        submits in the same turn; the loop never waits on an fsync or on another process's lock.
 
         The loop runs the changes' statements itself (microseconds each), and the committer
         thread runs the ``COMMIT`` and its fsync, then resolves the futures. While a commit is
         in progress the next turns' changes gather for the commit after it. If another process
         holds the write lock, the batch goes through :meth:`_write_all` in a thread instead.
+        A caller cancelled while it waits does not undo its change: it is committed all the same.
         """
         loop = asyncio.get_running_loop()
         batch = self._loop_batches.get(loop)
@@ -561,31 +583,41 @@ class SQLiteStore(Store):
         return await future
 
     def _flush_loop_batch(self, batch: _LoopBatch) -> None:
-        """On the batch's loop: apply its changes and hand the commit to the committer thread."""
+        """On the batch's loop: apply its changes (at most ``MAX_LOOP_BATCH``; the rest wait for
+        the next commit) and hand the commit to the committer thread."""
         with self._cond:
-            if self._committing and not self._closed:  # flushed again once that commit ends
+            closed = self._closed
+            if closed:
+                changes, batch.changes = batch.changes, []
+            elif self._committing:  # flushed again once that commit ends
                 self._waiting_batches.append(batch)
                 return
-            del self._loop_batches[batch.loop]  # changes submitted from now on make a new batch
-            closed = self._closed
-            self._committing = not closed
-        changes = batch.changes
+            else:
+                self._committing = True
+                changes, batch.changes = batch.changes[:MAX_LOOP_BATCH], batch.changes[MAX_LOOP_BATCH:]
+            if batch.changes:
+                self._waiting_batches.append(batch)  # the rest: flushed once this commit ends
+            else:
+                del self._loop_batches[batch.loop]  # changes submitted from now on make a new batch
         if closed:
-            self._resolve(changes, InvalidInput("store", "the store is closed"))
+            self._resolve(changes, StoreClosed())
             return
         pendings = [pending for pending, _ in changes]
-        conn = self._writer
+        handed_over = began = False
         try:
-            began = self._begin_at_once(conn)
-            commit = began and self._apply(conn, pendings)
+            began = self._begin_at_once(self._writer)
+            if began and self._apply(self._writer, pendings):
+                self._start_committer()
+                self._commits.put(_LoopBatch(batch.loop, changes))
+                handed_over = True
         except Exception as exc:
-            self._abort(conn, pendings, exc)
-            began, commit = True, False
-        if commit:
-            self._start_committer()
-            self._commits.put(_LoopBatch(batch.loop, changes))
+            began = True  # nothing is left of the transaction: every change gets the error
+            self._abort(pendings, exc)
+        finally:
+            if not handed_over:
+                self._release_writer()
+        if handed_over:
             return
-        self._release_writer()
         if began:  # nothing to commit: a lone change refused, or the transaction failed
             self._resolve(changes)
             return
@@ -601,16 +633,19 @@ class SQLiteStore(Store):
             self._committer.start()
 
     def _commit_loop(self) -> None:
-        """The committer thread: ``COMMIT`` the transactions event loops prepared, in order."""
+        """The committer thread: ``COMMIT`` the transactions event loops prepared, in order.
+        Whatever happens, the writer is released and every future of the batch resolved."""
         while (batch := self._commits.get()) is not None:
             pendings = [pending for pending, _ in batch.changes]
             try:
                 self._writer.execute("COMMIT")
             except Exception as exc:
-                self._abort(self._writer, pendings, exc)
+                self._abort(pendings, exc)
             finally:
-                self._release_writer()
-            _call_soon_threadsafe(batch.loop, self._resolve, batch.changes)
+                try:
+                    self._release_writer()
+                finally:
+                    _call_soon_threadsafe(batch.loop, self._resolve, batch.changes)
 
     @staticmethod
     def _resolve(
@@ -797,7 +832,11 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         with self._cond:
-            self._closed = True  # no change is taken from now on; idle readers are not kept
+            self._closed = True  # every change is refused from now on; idle readers are not kept
+            for pending in self._queue:  # queued, not taken by a committing thread: refused
+                pending.error, pending.done = StoreClosed(), True
+            self._queue.clear()
+            self._cond.notify_all()
             while self._committing:  # the commit in progress (a thread's or an event loop's) ends
                 self._cond.wait()
             committer = self._committer
