@@ -48,7 +48,7 @@ logger = logging.getLogger("callschedule.sqlite")
 migrations = Migrations("callschedule")
 
 #: Read connections kept open between reads; more are opened while more threads read at once.
-MAX_IDLE_READERS = 8
+MAX_IDLE_READERS = 64
 
 #: The most changes of an event loop one transaction takes (a few milliseconds of the loop's time);
 #: more wait for the next commit.
@@ -306,12 +306,23 @@ def _prepare_claim(
 
 @attrs.define
 class _Pending:
-    """One change waiting for the group commit that carries it."""
+    """One change waiting for the group commit that carries it.
+
+    ``turn`` is released once, for the thread that waits on it: when the change is done, or
+    when that thread is to commit the queue next. Only that thread is woken, not every writer.
+    """
 
     work: Callable[[sqlite3.Connection], Any]
     done: bool = False
     result: Any = None
     error: BaseException | None = None
+    turn: threading.Lock = attrs.field(factory=lambda: _taken(threading.Lock()))
+    leads: bool = False  # its thread was handed the writer: it commits the queue next
+
+
+def _taken(lock: threading.Lock) -> threading.Lock:
+    lock.acquire()
+    return lock
 
 
 @attrs.define(eq=False)
@@ -452,33 +463,47 @@ class SQLiteStore(Store):
     def _write_all(self, pendings: list[_Pending]) -> None:
         """Commit ``pendings`` (each its own change), sharing the commit with other threads'.
 
-        The caller commits the queue itself unless another thread is committing, in which case
-        it waits for that commit, or the next, to carry its changes. Once the store is closed,
-        every change is refused with :class:`StoreClosed`.
+        The caller commits the queue itself unless another thread is committing; then it sleeps
+        until that thread has committed its changes, or hands it the queue to commit next. Once
+        the store is closed, every change is refused with :class:`StoreClosed`.
         """
+        last = pendings[-1]
         with self._cond:
             if self._closed:
                 for pending in pendings:
                     pending.error, pending.done = StoreClosed(), True
                 return
             self._queue.extend(pendings)
-            while self._committing and not pendings[-1].done:
-                self._cond.wait()
-            if pendings[-1].done:
-                return
+            lead = not self._committing
             self._committing = True
+        if not lead:
+            last.turn.acquire()
+            if last.done:
+                return
+        with self._cond:  # this thread commits the queue, its own changes in it
             batch, self._queue = self._queue, []
         try:
             self._commit_batch(batch)
         finally:
+            for pending in batch:
+                if pending is not last:
+                    pending.turn.release()
             self._release_writer()
 
     def _release_writer(self) -> None:
-        """The committing thread is done: wake the threads and event loops waiting to write."""
+        """The committing thread is done: hand the writer to a thread whose changes are queued
+        (it commits them with the others queued), else free it for event loops and close()."""
         with self._cond:
-            self._committing = False
-            self._cond.notify_all()
-            waiting, self._waiting_batches = self._waiting_batches, []
+            successor = self._queue[-1] if self._queue and not self._closed else None
+            if successor is not None:
+                successor.leads = True
+            else:
+                self._committing = False
+                self._cond.notify_all()  # close() waits for the writer to be free
+                waiting, self._waiting_batches = self._waiting_batches, []
+        if successor is not None:
+            successor.turn.release()
+            return
         for batch in waiting:
             _call_soon_threadsafe(batch.loop, self._flush_loop_batch, batch)
 
@@ -833,9 +858,12 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._cond:
             self._closed = True  # every change is refused from now on; idle readers are not kept
-            for pending in self._queue:  # queued, not taken by a committing thread: refused
-                pending.error, pending.done = StoreClosed(), True
-            self._queue.clear()
+            handed_over = bool(self._queue) and self._queue[-1].leads
+            if not handed_over:  # queued, and no thread is about to commit them: refused
+                for pending in self._queue:
+                    pending.error, pending.done = StoreClosed(), True
+                    pending.turn.release()
+                self._queue.clear()
             self._cond.notify_all()
             while self._committing:  # the commit in progress (a thread's or an event loop's) ends
                 self._cond.wait()
