@@ -613,16 +613,8 @@ class CallScheduler:
         """Claim up to ``limit`` calls due now for ``lease_owner`` (see :meth:`Store.claim_due`),
         then tell the ``callschedule_event`` listeners of each ``claimed`` event. For workers."""
         now_ms = self.clock.now_ms()
-        options: dict[str, Any] = {}
-        if organization_limit is not None:
-            options["organization_limit"] = organization_limit
         claimed = self.store.claim_due(
-            now=now_ms // 1000,
-            now_ms=now_ms,
-            limit=limit,
-            lease_owner=lease_owner,
-            lease_expires_at=now_ms + math.ceil(lease_seconds * 1000),
-            **options,
+            **_claim_arguments(now_ms, limit, lease_owner, lease_seconds, organization_limit)
         )
         self._after_claim(claimed, now_ms)
         return claimed
@@ -666,17 +658,8 @@ class CallScheduler:
         tell listeners of what was written. For workers: the outcomes of finished calls and the
         claim of the next ones share one commit."""
         now_ms = self.clock.now_ms()
-        options: dict[str, Any] = {}
-        if organization_limit is not None:
-            options["organization_limit"] = organization_limit
         results, claimed = self.store.update_calls_and_claim_due(
-            changes,
-            now=now_ms // 1000,
-            now_ms=now_ms,
-            limit=limit,
-            lease_owner=lease_owner,
-            lease_expires_at=now_ms + math.ceil(lease_seconds * 1000),
-            **options,
+            changes, **_claim_arguments(now_ms, limit, lease_owner, lease_seconds, organization_limit)
         )
         for (_, _, events), result in zip(changes, results, strict=True):
             if isinstance(result, Call):
@@ -715,6 +698,23 @@ class CallScheduler:
         if call is None:
             raise CallNotFound(call_id)
         return call
+
+
+def _claim_arguments(
+    now_ms: int, limit: int, lease_owner: str, lease_seconds: float, organization_limit: int | None
+) -> dict[str, Any]:
+    """The keyword arguments of :meth:`Store.claim_due` for a claim made now (``organization_limit``
+    only when set, so a store written before it existed still accepts the call)."""
+    arguments: dict[str, Any] = {
+        "now": now_ms // 1000,
+        "now_ms": now_ms,
+        "limit": limit,
+        "lease_owner": lease_owner,
+        "lease_expires_at": now_ms + math.ceil(lease_seconds * 1000),
+    }
+    if organization_limit is not None:
+        arguments["organization_limit"] = organization_limit
+    return arguments
 
 
 @functools.cache
