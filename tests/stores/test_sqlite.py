@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlite_utils import Database
 
-from callschedule import Call, InvalidInput, StoreClosed
+from callschedule import Call, Conflict, InvalidInput, StoreClosed
 from callschedule.plugins.sqlite import MAX_IDLE_READERS, SCHEMA_VERSION, SQLiteStore, migrations
 from callschedule.testing import created_event, make_call, moved
 
@@ -215,6 +216,85 @@ def test_a_loop_change_waits_for_a_thread_commit_in_progress_then_commits(tmp_pa
     asyncio.run(scenario())
     writer.join()
     assert store.get_call("org-a", "call-1") == new
+    store.close()
+
+
+def _changes_sharing_one_transaction(store: SQLiteStore, how: str, changes: list[Any]) -> list[object]:
+    """Run ``changes`` (call, expected version, events) so that they share one transaction:
+    from one turn of an event loop, or from threads queued behind a commit in progress."""
+    if how == "loop":
+
+        async def together() -> list[object]:
+            return await asyncio.gather(
+                *(store.update_call_async(*change) for change in changes), return_exceptions=True
+            )
+
+        return asyncio.run(together())
+    results: list[object] = [None] * len(changes)
+    in_commit, release = threading.Event(), threading.Event()
+
+    def slow_change(conn: sqlite3.Connection) -> None:  # holds the writer while the others queue
+        in_commit.set()
+        release.wait(10)
+
+    def change(n: int) -> None:
+        try:
+            results[n] = store.update_call(*changes[n])
+        except Exception as exc:
+            results[n] = exc
+
+    holder = threading.Thread(target=store._write, args=(slow_change,))
+    holder.start()
+    assert in_commit.wait(10)
+    threads = [threading.Thread(target=change, args=(n,)) for n in range(len(changes))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(store._queue) < len(changes) and time.monotonic() < deadline:
+        time.sleep(0.001)  # until every change is queued for the next commit
+    release.set()
+    for thread in [holder, *threads]:
+        thread.join(10)
+    return results
+
+
+@pytest.mark.parametrize("how", ["loop", "threads"])
+def test_changes_sharing_a_transaction_stand_when_one_is_refused_or_fails_halfway(
+    tmp_path: Path, how: str
+) -> None:
+    """A refused change (a stale version) writes nothing; a change whose event SQLite refuses
+    after its update was written is undone whole; the others in the transaction are committed."""
+    path = tmp_path / "calls.db"
+    store = SQLiteStore(str(path))
+    calls = [make_call(f"call-{n}") for n in range(4)]
+    for call in calls:
+        store.insert_call(call, created_event(call))
+    with sqlite3.connect(str(path)) as conn:  # the event of call-2 fails, after its update ran
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.call_id = 'call-2' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    conn.close()
+    changes = [
+        (new, call.version, [event])
+        for call in calls
+        for new, event in [moved(call, call.scheduled_timestamp + 600)]
+    ]
+    elsewhere, event = moved(calls[1], calls[1].scheduled_timestamp + 1200)
+    store.update_call(elsewhere, calls[1].version, [event])  # call-1 moves first: its change is stale
+
+    results = _changes_sharing_one_transaction(store, how, changes)
+
+    assert results[0] == changes[0][0] and results[3] == changes[3][0]
+    assert isinstance(results[1], Conflict)
+    assert isinstance(results[2], sqlite3.IntegrityError)
+    stored = {c.call_id: c for c in store.list_calls("org-a")}
+    assert stored["call-0"] == changes[0][0] and stored["call-3"] == changes[3][0]
+    assert stored["call-1"] == elsewhere and stored["call-2"] == calls[2]  # neither half-moved
+    with sqlite3.connect(str(path)) as conn:
+        moved_events = conn.execute("SELECT call_id FROM events WHERE type = 'rescheduled' ORDER BY call_id")
+        assert moved_events.fetchall() == [("call-0",), ("call-1",), ("call-3",)]
+    conn.close()
     store.close()
 
 

@@ -1,10 +1,11 @@
 """The ``sqlite:///path`` store: one SQLite file in WAL mode, safe for many threads and processes.
 
 Writes from all threads of a process go through one connection and share commits (group
-commit): each change runs in its own savepoint inside a transaction that may hold several
-changes, and no caller returns before that transaction is committed. A change that fails
-(a conflict) rolls back its savepoint alone. Other processes wait on the file lock up to the
-busy timeout. Reads borrow connections from a small pool and never wait for writers.
+commit): a transaction may hold several changes, and no caller returns before it is committed.
+A change that is refused (a conflict) writes nothing, so the others stand; one that fails after
+writing part of itself is undone with the transaction, which runs again without it. Other
+processes wait on the file lock up to the busy timeout. Reads borrow connections from a small
+pool and never wait for writers.
 
 Changes made from an event loop (the ``*_async`` methods) are gathered over one turn of the
 loop into one transaction, whose statements the loop runs itself (microseconds each); a
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import queue
@@ -177,12 +179,15 @@ def _call_row(call: Call) -> tuple[Any, ...]:
     )
 
 
+_STATUSES = {status.value: status for status in ExecutionStatus}  # faster than ExecutionStatus(...)
+
+
 def _call_from_row(row: Sequence[Any]) -> Call:
     return Call(
         organization_id=row[0],
         call_id=row[1],
         scheduled_timestamp=row[2],
-        execution_status=ExecutionStatus(row[3]),
+        execution_status=_STATUSES[row[3]],
         timezone=row[4],
         payload=json.loads(row[5]),
         attempts=row[6],
@@ -223,28 +228,101 @@ def _prepare_insert(call: Call, event: Event) -> Callable[[sqlite3.Connection], 
     return work
 
 
-def _prepare_update(
-    call: Call, expected_version: int, events: Sequence[Event]
-) -> Callable[[sqlite3.Connection], Call]:
+@attrs.frozen(eq=False)
+class _Update:
+    """The conditional update of ``call`` and the insert of its events, ready to run in a write:
+    alone (calling it), or with other calls' updates in a few statements (:func:`_run_updates`)."""
+
+    call: Call
+    params: tuple[Any, ...]  # those of _UPDATE_CALL: the new values, then the key and expected version
+    event_rows: list[tuple[Any, ...]]
+
+    def __call__(self, conn: sqlite3.Connection) -> Call:
+        if conn.execute(_UPDATE_CALL, self.params).rowcount != 1:
+            call = self.call
+            exists = conn.execute(
+                "SELECT 1 FROM calls WHERE organization_id = ? AND call_id = ?",
+                (call.organization_id, call.call_id),
+            ).fetchone()
+            raise Conflict(call.call_id) if exists else CallNotFound(call.call_id)
+        conn.executemany(_INSERT_EVENT, self.event_rows)
+        return self.call
+
+
+def _prepare_update(call: Call, expected_version: int, events: Sequence[Event]) -> _Update:
     """The conditional update of ``call`` and the insert of its events, ready to run in a write."""
     if call.version != expected_version + 1:
         raise Conflict(call.call_id, "the new version must be the expected version + 1")
     row = _call_row(call)
     params = (*row[2:], call.organization_id, call.call_id, expected_version)
     params = params[:7] + params[8:]  # created_at is never updated
-    event_rows = [_event_row(e) for e in events]
+    return _Update(call, params, [_event_row(e) for e in events])
 
-    def work(conn: sqlite3.Connection) -> Call:
-        if conn.execute(_UPDATE_CALL, params).rowcount != 1:
-            exists = conn.execute(
-                "SELECT 1 FROM calls WHERE organization_id = ? AND call_id = ?",
-                (call.organization_id, call.call_id),
-            ).fetchone()
-            raise Conflict(call.call_id) if exists else CallNotFound(call.call_id)
-        conn.executemany(_INSERT_EVENT, event_rows)
-        return call
 
-    return work
+#: The largest number of rows one merged statement takes (:func:`_run_updates`).
+_MERGED_ROWS = 64
+
+
+@functools.cache
+def _update_calls_sql(rows: int) -> str:
+    """``_UPDATE_CALL`` for ``rows`` calls at once: the new values come from a ``VALUES`` table
+    joined to the calls on their key and expected version (one primary-key lookup each)."""
+    values = ", ".join(["(" + ", ".join("?" * 14) + ")"] * rows)
+    names = [
+        "scheduled_timestamp",
+        "execution_status",
+        "timezone",
+        "payload",
+        "attempts",
+        "reschedule_count",
+        "version",
+        "updated_at",
+        "lease_owner",
+        "lease_expires_at",
+        "outcome",
+        "organization_id",
+        "call_id",
+        "expected_version",
+    ]
+    columns = ", ".join(f"column{n} AS {name}" for n, name in enumerate(names, 1))
+    assignments = ", ".join(f"{name} = v.{name}" for name in names[:11])
+    # It starts with UPDATE, so that the cursor's rowcount counts the rows it changed.
+    return (
+        f"UPDATE calls SET {assignments} FROM (SELECT {columns} FROM (VALUES {values})) AS v "
+        "WHERE calls.organization_id = v.organization_id AND calls.call_id = v.call_id "
+        "AND calls.version = v.expected_version"
+    )
+
+
+@functools.cache
+def _insert_events_sql(rows: int) -> str:
+    """``_INSERT_EVENT`` for ``rows`` events at once."""
+    return _INSERT_EVENT.replace("(?, ?, ?, ?, ?, ?, ?)", ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows))
+
+
+def _in_merged_statements(
+    conn: sqlite3.Connection, sql: Callable[[int], str], rows: list[tuple[Any, ...]]
+) -> int:
+    """Run ``rows`` through the statements ``sql(n)`` takes them in, in chunks whose sizes are
+    powers of two (so that a few statement texts serve every count); the rows they changed."""
+    changed = 0
+    start = 0
+    while start < len(rows):
+        size = min(_MERGED_ROWS, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        changed += conn.execute(sql(size), [value for row in chunk for value in row]).rowcount
+        start += size
+    return changed
+
+
+def _run_updates(conn: sqlite3.Connection, updates: Sequence[_Update]) -> bool:
+    """Several calls' updates (of distinct calls) and their events in a few statements instead of
+    two each, which matters where every statement gives other threads the interpreter.
+    ``False`` if one of them matched no row (a conflict): the caller undoes what this wrote."""
+    if _in_merged_statements(conn, _update_calls_sql, [u.params for u in updates]) != len(updates):
+        return False
+    _in_merged_statements(conn, _insert_events_sql, [row for u in updates for row in u.event_rows])
+    return True
 
 
 def _prepare_updates(
@@ -253,7 +331,7 @@ def _prepare_updates(
     """Several changes ready to run in one write; a refused one (a conflict) leaves the others
     in place. No savepoint is needed for that: a change is refused by its conditional update
     matching no row, before it writes anything; any other error fails the whole write."""
-    updates: list[Callable[[sqlite3.Connection], Call] | CallScheduleError] = []
+    updates: list[_Update | CallScheduleError] = []
     for call, expected_version, events in changes:
         try:
             updates.append(_prepare_update(call, expected_version, events))
@@ -308,21 +386,37 @@ def _prepare_claim(
 class _Pending:
     """One change waiting for the group commit that carries it.
 
-    ``turn`` is released once, for the thread that waits on it: when the change is done, or
-    when that thread is to commit the queue next. Only that thread is woken, not every writer.
+    ``turn``, held from the start, is given to a thread that must wait for another's commit
+    and released once, for it alone: when its change is done, or when it is to commit the queue
+    next. Only that thread is woken, not every writer.
     """
 
     work: Callable[[sqlite3.Connection], Any]
     done: bool = False
     result: Any = None
     error: BaseException | None = None
-    turn: threading.Lock = attrs.field(factory=lambda: _taken(threading.Lock()))
+    turn: threading.Lock | None = None
     leads: bool = False  # its thread was handed the writer: it commits the queue next
 
 
 def _taken(lock: threading.Lock) -> threading.Lock:
     lock.acquire()
     return lock
+
+
+def _distinct_updates(batch: list[_Pending]) -> list[_Pending]:
+    """The changes of ``batch`` that are plain updates, the first for each call (a later change
+    of the same call must run after it, on its own)."""
+    seen: set[tuple[str, str]] = set()
+    updates = []
+    for pending in batch:
+        work = pending.work
+        if isinstance(work, _Update):
+            key = (work.call.organization_id, work.call.call_id)
+            if key not in seen:
+                seen.add(key)
+                updates.append(pending)
+    return updates
 
 
 @attrs.define(eq=False)
@@ -442,13 +536,26 @@ class SQLiteStore(Store):
                 conn.close()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one query. It runs on the writer connection when no change is being
+        written: that connection made the last commit, so its page cache is still valid, where
+        a pooled reader's is emptied by every commit. Otherwise a pooled reader runs it."""
+        with self._cond:  # held for the read: no change can start on the writer meanwhile
+            if not self._committing and not self._closed:
+                try:
+                    return self._writer.execute(sql, params).fetchall()
+                except sqlite3.OperationalError as exc:  # retried below, without holding the lock
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
         with self._reader() as conn:
-            try:  # the common case first, without the retry machinery
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-            return self._retry_locked(lambda: conn.execute(sql, params).fetchall())
+            return self._query(conn, sql, params)
+
+    def _query(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+        try:  # the common case first, without the retry machinery
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        return self._retry_locked(lambda: conn.execute(sql, params).fetchall())
 
     # -- writes: group commit -----------------------------------------------------------------
 
@@ -474,19 +581,23 @@ class SQLiteStore(Store):
                     pending.error, pending.done = StoreClosed(), True
                 return
             self._queue.extend(pendings)
-            lead = not self._committing
-            self._committing = True
-        if not lead:
-            last.turn.acquire()
+            if self._committing:  # wait for that commit, or for the writer to be handed over
+                turn = last.turn = _taken(threading.Lock())
+                batch = None
+            else:  # this thread commits the queue, its own changes in it
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if batch is None:
+            turn.acquire()
             if last.done:
                 return
-        with self._cond:  # this thread commits the queue, its own changes in it
-            batch, self._queue = self._queue, []
+            with self._cond:
+                batch, self._queue = self._queue, []
         try:
             self._commit_batch(batch)
         finally:
             for pending in batch:
-                if pending is not last:
+                if pending is not last and pending.turn is not None:
                     pending.turn.release()
             self._release_writer()
 
@@ -502,7 +613,7 @@ class SQLiteStore(Store):
                 self._cond.notify_all()  # close() waits for the writer to be free
                 waiting, self._waiting_batches = self._waiting_batches, []
         if successor is not None:
-            successor.turn.release()
+            successor.turn.release()  # type: ignore[union-attr]  # a queued thread waits on it
             return
         for batch in waiting:
             _call_soon_threadsafe(batch.loop, self._flush_loop_batch, batch)
@@ -514,6 +625,10 @@ class SQLiteStore(Store):
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
             self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+
+    def _begin_again(self, conn: sqlite3.Connection) -> bool:
+        self._begin(conn)
+        return True
 
     def _begin_at_once(self, conn: sqlite3.Connection) -> bool:
         """``BEGIN IMMEDIATE`` unless another process holds the write lock: then ``False`` at
@@ -534,7 +649,7 @@ class SQLiteStore(Store):
         conn = self._writer
         try:
             self._begin(conn)
-            if self._apply(conn, batch):
+            if self._apply(conn, batch, self._begin_again):
                 conn.execute("COMMIT")
         except Exception as exc:
             self._abort(batch, exc)
@@ -542,32 +657,72 @@ class SQLiteStore(Store):
             for pending in batch:
                 pending.done = True
 
-    @staticmethod
-    def _apply(conn: sqlite3.Connection, batch: list[_Pending]) -> bool:
-        """Run every change of ``batch`` in its own savepoint of the open transaction; ``False``
-        if nothing is left to commit (a lone change that failed was rolled back).
+    def _apply(
+        self, conn: sqlite3.Connection, batch: list[_Pending], begin: Callable[[sqlite3.Connection], bool]
+    ) -> bool:
+        """Run every change of ``batch`` in the open transaction; ``False`` if nothing is left to
+        commit (every change was refused, and the transaction rolled back).
 
-        A change that raises rolls back its savepoint alone and gets the error.
+        A change that raises having written nothing (``total_changes`` unmoved: a conflict, a
+        duplicate id, a statement SQLite refused whole) just gets its error: no savepoint is
+        needed to keep the others. One that raises after writing part of itself is undone with
+        the whole transaction, which ``begin`` opens again for the other changes; if it cannot
+        (another process took the lock meanwhile), every change gets that error.
         """
-        if len(batch) == 1:  # alone: the transaction is the change's own, no savepoint needed
-            pending = batch[0]
-            try:
-                pending.result = pending.work(conn)
-            except (CallScheduleError, sqlite3.Error) as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                pending.error = exc
+        todo = batch
+        while True:
+            broken = self._apply_once(conn, todo)
+            if broken is None:
+                break
+            if conn.in_transaction:  # SQLite may have rolled it back itself (a full disk, say)
+                conn.execute("ROLLBACK")
+            todo = [pending for pending in todo if pending is not broken[0]]
+            for pending in todo:
+                pending.result = pending.error = None
+            if not todo:
                 return False
-            return True
+            if not begin(conn):
+                raise broken[1]
+        if all(pending.error is not None for pending in todo):
+            conn.execute("ROLLBACK")
+            return False
+        return True
+
+    @staticmethod
+    def _apply_once(conn: sqlite3.Connection, batch: list[_Pending]) -> tuple[_Pending, BaseException] | None:
+        """Run the changes of ``batch``; the first that failed after writing part of itself (the
+        transaction must be undone) and its error, else ``None``.
+
+        Updates of distinct calls run first, together in a few statements; if one of them is
+        refused, or SQLite refuses the statements, they are undone and run one by one instead.
+        """
+        merged = _distinct_updates(batch)
+        if len(merged) > 1:
+            conn.execute("SAVEPOINT merged")
+            try:
+                applied = _run_updates(conn, [pending.work for pending in merged])  # type: ignore[misc]
+            except sqlite3.Error:
+                if not conn.in_transaction:  # SQLite rolled it all back (a full disk, say)
+                    raise
+                applied = False
+            if applied:
+                conn.execute("RELEASE merged")
+                for pending in merged:
+                    pending.result = pending.work.call  # type: ignore[attr-defined]
+                done = {id(pending) for pending in merged}
+                batch = [pending for pending in batch if id(pending) not in done]
+            else:
+                conn.execute("ROLLBACK TO merged")
+                conn.execute("RELEASE merged")
         for pending in batch:
-            conn.execute("SAVEPOINT change")
+            written = conn.total_changes
             try:
                 pending.result = pending.work(conn)
             except (CallScheduleError, sqlite3.Error) as exc:
-                conn.execute("ROLLBACK TO change")
                 pending.error = exc
-            conn.execute("RELEASE change")
-        return True
+                if conn.total_changes != written or not conn.in_transaction:
+                    return pending, exc
+        return None
 
     def _abort(self, batch: list[_Pending], exc: Exception) -> None:
         """The transaction failed as a whole (its ``COMMIT``, say): none of its changes is
@@ -631,7 +786,7 @@ class SQLiteStore(Store):
         handed_over = began = False
         try:
             began = self._begin_at_once(self._writer)
-            if began and self._apply(self._writer, pendings):
+            if began and self._apply(self._writer, pendings, self._begin_at_once):
                 self._start_committer()
                 self._commits.put(_LoopBatch(batch.loop, changes))
                 handed_over = True
@@ -862,7 +1017,8 @@ class SQLiteStore(Store):
             if not handed_over:  # queued, and no thread is about to commit them: refused
                 for pending in self._queue:
                     pending.error, pending.done = StoreClosed(), True
-                    pending.turn.release()
+                    if pending.turn is not None:
+                        pending.turn.release()
                 self._queue.clear()
             self._cond.notify_all()
             while self._committing:  # the commit in progress (a thread's or an event loop's) ends
