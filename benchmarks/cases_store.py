@@ -265,3 +265,37 @@ def b2c_lib(workdir: Path, n: int, threads: int = 32, synchronous: str = "full")
             "SELECT COUNT(*) FROM events WHERE type = 'rescheduled'"
         )[0][0]
     return {"ops_per_s": n / t.seconds, "seconds": t.seconds, "events": moved}
+
+
+def b2c_async_lib(workdir: Path, n: int, tasks: int = 32, synchronous: str = "full") -> dict[str, Any]:
+    """``tasks`` asyncio tasks on one event loop share one scheduler, each rescheduling its slice
+    of ``n`` calls with ``reschedule_async``: an async application's callers, without threads.
+
+    Each ``reschedule_async`` returns only once its change is committed; the changes one turn of
+    the loop makes share a commit, which a thread of the store runs while the loop goes on.
+    """
+    import asyncio
+
+    path = workdir / "b2c-async-lib.db"
+    due = int(time.time()) + AHEAD
+    ids = bulk_load_calls(path, n, first_due=due, spread=3600)
+    slices = [ids[k::tasks] for k in range(tasks)]
+    with _open(path, synchronous) as scheduler:
+        assert scheduler.serves_event_loop  # measured on the loop, not in a thread each
+        reschedule = scheduler.reschedule_async
+
+        async def caller(mine: list[str]) -> None:
+            for i, call_id in enumerate(mine):
+                await reschedule(
+                    organization_id=ORG, call_id=call_id, scheduled_timestamp=due + 7200 + i % 3600
+                )
+
+        async def run_all() -> None:
+            await asyncio.gather(*(caller(s) for s in slices))
+
+        with Timer() as t:
+            asyncio.run(run_all())
+        moved = scheduler.store._read("SELECT COUNT(*) FROM events WHERE type = 'rescheduled'")[0][0]
+    if moved != n:
+        raise RuntimeError(f"{moved:,} rescheduled events for {n:,} changes")
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds, "events": moved}
