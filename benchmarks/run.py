@@ -700,14 +700,15 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   against 130 µs on a loaded 2-core machine): each commit's fsync puts the calling thread to
   sleep, and the Python that follows runs on cold CPU caches; the raw loop has little Python to
   run. The same read of one row takes 30-40 µs after an fsync and 15-25 µs without one.
-- B2c with threads: 32 threads each read, plan and write their change, and every SQLite call
-  releases the interpreter lock, so the threads hand it over about 14 times a change (about 28
-  context switches a change; 40% of the CPU goes in the kernel waking threads). A transaction
-  holds about 16 changes and its statements are merged (`UPDATE ... FROM (VALUES ...)`), yet the
-  thread committing them waits for the lock at every statement. From one event loop (the second
-  B2c row) the same changes need no hand-over and share commits at about twice the raw
-  one-by-one rate. Tried and measured: running the threads' changes on one loop thread of the
-  scheduler (4x fewer context switches, no faster: the waking callers contend instead).
+- B2c with threads: when 32 threads each read, plan and write their own change, every SQLite call
+  releases the interpreter lock, so they hand it over about 14 times a change (about 28 context
+  switches a change, 40% of the CPU in the kernel waking threads), and the thread committing a
+  shared transaction waits for the lock at every statement. So a thread whose change meets
+  another's in progress gives it to the scheduler's event loop thread, as the second B2c row
+  does from asyncio tasks: about 6 context switches a change, commits of 10-30 changes, their
+  updates merged into one `UPDATE ... FROM (VALUES ...)`. What is left is the loop thread's
+  Python (about 230 µs of CPU a change against 150 µs from asyncio tasks: each thread's change
+  becomes a task and its answer a lock released for its thread).
 - B4: a worker round writes the outcomes of the calls that finished and claims the next ones in one
   transaction (`Store.update_calls_and_claim_due`), one commit a round; what is left is about
   50 µs of Python per call on the worker's own thread (settling each outcome, its event, the

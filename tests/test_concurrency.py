@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 import callschedule
-from callschedule import CallScheduler, Conflict, EventType
+from callschedule import (
+    CallNotFound,
+    CallNotReschedulable,
+    CallScheduler,
+    Conflict,
+    EventType,
+    ExecutionStatus,
+    StoreClosed,
+)
 
 ORG = "org-race"
 
@@ -129,3 +137,79 @@ def test_two_processes_write_one_sqlite_file_without_lock_errors_or_lost_writes(
         assert shared.version == 1 + wins
         assert len(check.events(ORG, "shared")) == 1 + wins
         assert wins + sum(r["shared_conflicts"] for r in reports) == 2 * count
+
+
+@pytest.mark.parametrize("store_url", ["memory", "sqlite"], indirect=True)
+def test_a_change_made_while_another_threads_is_in_progress_runs_on_the_schedulers_loop(
+    scheduler: CallScheduler,
+) -> None:
+    """Its answer is the same as in its own thread, errors included; the loop thread ends
+    with the scheduler."""
+    base = 1_748_460_000
+    for call_id in ("held", "moved", "cancelled"):
+        scheduler.create_call(ORG, base, call_id=call_id)
+    ran_on: dict[int, str] = {}
+    held_inside, go_on = threading.Event(), threading.Event()
+
+    def listener(scheduled_timestamp: int) -> None:  # called by whichever thread ran the change
+        ran_on[scheduled_timestamp] = threading.current_thread().name
+        if scheduled_timestamp == base + 1:
+            held_inside.set()
+            go_on.wait(10)  # the change of "held" stays in progress meanwhile
+
+    scheduler.add_due_listener(listener)
+    holder = threading.Thread(target=scheduler.reschedule, args=(ORG, "held", base + 1))
+    holder.start()
+    try:
+        assert held_inside.wait(10)
+        moved = scheduler.reschedule(ORG, "moved", base + 2)
+        cancelled = scheduler.cancel(ORG, "cancelled", reason="not needed")
+        with pytest.raises(CallNotReschedulable):
+            scheduler.reschedule(ORG, "cancelled", base + 3)
+        with pytest.raises(CallNotFound):
+            scheduler.reschedule(ORG, "nobody", base + 3)
+        created = scheduler.create_call(ORG, base + 4, call_id="new")
+    finally:
+        go_on.set()
+        holder.join(10)
+    assert ran_on[base + 2] == ran_on[base + 4] == "callschedule-changes"
+    assert ran_on[base + 1] == holder.name
+    assert moved.new_scheduled_timestamp == base + 2
+    assert scheduler.get_call(ORG, "moved").scheduled_timestamp == base + 2
+    assert cancelled.execution_status is ExecutionStatus.CANCELLED
+    assert scheduler.get_call(ORG, "new") == created
+    assert [e.type for e in scheduler.events(ORG, "cancelled")] == [EventType.CREATED, EventType.CANCELLED]
+    scheduler.close()
+    assert "callschedule-changes" not in {t.name for t in threading.enumerate()}
+
+
+def test_closing_answers_the_changes_threads_gave_the_loop(tmp_path: Path) -> None:
+    scheduler = CallScheduler.open(f"sqlite:///{tmp_path / 'calls.db'}", load_entry_points=False)
+    base = int(time.time()) + 3600
+    for call_id in ("held", "waiting"):
+        scheduler.create_call(ORG, base, call_id=call_id)
+    held_inside, go_on = threading.Event(), threading.Event()
+    answers: list[object] = []
+
+    def listener(scheduled_timestamp: int) -> None:
+        if scheduled_timestamp == base + 1:
+            held_inside.set()
+            go_on.wait(10)
+
+    def change() -> None:
+        try:
+            answers.append(scheduler.reschedule(ORG, "waiting", base + 2).new_scheduled_timestamp)
+        except StoreClosed as exc:
+            answers.append(exc)
+
+    scheduler.add_due_listener(listener)
+    holder = threading.Thread(target=scheduler.reschedule, args=(ORG, "held", base + 1))
+    holder.start()
+    assert held_inside.wait(10)
+    waiting = threading.Thread(target=change)
+    waiting.start()
+    scheduler.close()  # returns once the change given to the loop is answered
+    assert len(answers) == 1 and (answers[0] == base + 2 or isinstance(answers[0], StoreClosed))
+    go_on.set()
+    holder.join(10)
+    waiting.join(10)

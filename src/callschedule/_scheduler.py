@@ -12,14 +12,15 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import pluggy
 
 from callschedule import _events, _rules, _validation
 from callschedule._clock import Clock
+from callschedule._loop_thread import LoopStopped, LoopThread
 from callschedule._model import (
     ApiKey,
     Call,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("callschedule")
 
+T = TypeVar("T")
+
 DEFAULT_URL = "sqlite:///callschedule.db"
 
 
@@ -65,6 +68,8 @@ class CallScheduler:
     plugin_manager: pluggy.PluginManager = attrs.field(factory=make_plugin_manager)
     _due_listeners: list[Callable[[int], None]] = attrs.field(factory=list, init=False)
     _listeners_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _solo: threading.Lock = attrs.field(factory=threading.Lock, init=False)  # a thread's change runs
+    _loop_thread: LoopThread = attrs.field(factory=LoopThread, init=False)  # the others' changes run
 
     @classmethod
     def open(
@@ -114,8 +119,28 @@ class CallScheduler:
         return all(impl.plugin in builtin for caller in callers for impl in caller.get_hookimpls())
 
     def close(self) -> None:
-        """Close the store."""
+        """Close the store (changes in progress are answered first)."""
         self.store.close()
+        self._loop_thread.stop()
+
+    def _change(self, here: Callable[[], T], on_loop: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run a change of a calling thread: ``here``, in that thread, unless another thread's
+        change is in progress (in its thread or on the loop); then, where nothing blocks
+        (:attr:`serves_event_loop`), as ``on_loop()`` on the scheduler's loop thread, with the
+        other threads' changes that arrive meanwhile. The result, errors and transaction are the
+        same either way; many threads then share commits without taking turns at the interpreter
+        lock for every statement (see ``callschedule._loop_thread``)."""
+        if not self._loop_thread.busy and self._solo.acquire(blocking=False):
+            try:
+                return here()
+            finally:
+                self._solo.release()
+        if self._loop_thread.is_current() or not self.serves_event_loop:
+            return here()
+        try:
+            return self._loop_thread.run(on_loop())
+        except LoopStopped:  # the scheduler was closed: the store answers (StoreClosed)
+            return here()
 
     def __enter__(self) -> CallScheduler:
         return self
@@ -144,6 +169,24 @@ class CallScheduler:
         :raises InvalidInput: a bad argument (nothing is written).
         :raises ScheduleRejected: a rule refuses the time (calling window in ``shift`` mode moves it instead).
         """
+        return self._change(
+            lambda: self._create_call(
+                organization_id, scheduled_timestamp, call_id, timezone, payload, source
+            ),
+            lambda: self.create_call_async(
+                organization_id, scheduled_timestamp, call_id, timezone, payload, source=source
+            ),
+        )
+
+    def _create_call(
+        self,
+        organization_id: str,
+        scheduled_timestamp: int,
+        call_id: str | None,
+        timezone: str | None,
+        payload: dict[str, Any] | None,
+        source: Source,
+    ) -> Call:
         call, event, requested = self._plan_create(
             organization_id, scheduled_timestamp, call_id, timezone, payload, source
         )
@@ -252,6 +295,25 @@ class CallScheduler:
         :raises ScheduleRejected: a rule refuses the time.
         :raises Conflict: the call changed since it was read (a worker claimed it, say).
         """
+        return self._change(
+            lambda: self._reschedule(organization_id, call_id, scheduled_timestamp, source, expected_version),
+            lambda: self.reschedule_async(
+                organization_id,
+                call_id,
+                scheduled_timestamp,
+                source=source,
+                expected_version=expected_version,
+            ),
+        )
+
+    def _reschedule(
+        self,
+        organization_id: str,
+        call_id: str,
+        scheduled_timestamp: int,
+        source: Source,
+        expected_version: int | None,
+    ) -> RescheduleResult:
         result = self._plan_reschedule(
             organization_id, call_id, scheduled_timestamp, source, expected_version
         )
@@ -345,6 +407,12 @@ class CallScheduler:
         :raises CallNotReschedulable: the call is not pending (already running or finished).
         :raises Conflict: the call changed since it was read.
         """
+        return self._change(
+            lambda: self._cancel(organization_id, call_id, reason, source),
+            lambda: self.cancel_async(organization_id, call_id, reason=reason, source=source),
+        )
+
+    def _cancel(self, organization_id: str, call_id: str, reason: str | None, source: Source) -> Call:
         cancelled, event = self._plan_cancel(organization_id, call_id, reason, source)
         return self._commit(cancelled, cancelled.version - 1, [event])
 
@@ -589,7 +657,9 @@ class CallScheduler:
         this process (created, moved, retried), so a sleeping worker can wake early.
 
         It is called in the thread that made the change, an event loop's included (the
-        ``*_async`` methods, the HTTP adapter): it must return at once and never block."""
+        ``*_async`` methods, the HTTP adapter, and the scheduler's own loop thread, which runs
+        the changes of threads that meet another's in progress): it must return at once and
+        never block."""
         with self._listeners_lock:
             self._due_listeners.append(listener)
 
