@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -172,7 +173,9 @@ def test_a_change_made_while_another_threads_is_in_progress_runs_on_the_schedule
     finally:
         go_on.set()
         holder.join(10)
-    assert ran_on[base + 2] == ran_on[base + 4] == "callschedule-changes"
+    assert "callschedule-changes" in {t.name for t in threading.enumerate()}  # the loop ran them
+    # What follows each commit ran back in the thread that asked for the change.
+    assert ran_on[base + 2] == ran_on[base + 4] == threading.current_thread().name
     assert ran_on[base + 1] == holder.name
     assert moved.new_scheduled_timestamp == base + 2
     assert scheduler.get_call(ORG, "moved").scheduled_timestamp == base + 2
@@ -208,8 +211,80 @@ def test_closing_answers_the_changes_threads_gave_the_loop(tmp_path: Path) -> No
     assert held_inside.wait(10)
     waiting = threading.Thread(target=change)
     waiting.start()
+    deadline = time.monotonic() + 10
+    while not scheduler._loop_thread.busy and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the change is given to the loop
     scheduler.close()  # returns once the change given to the loop is answered
     assert len(answers) == 1 and (answers[0] == base + 2 or isinstance(answers[0], StoreClosed))
     go_on.set()
     holder.join(10)
     waiting.join(10)
+
+
+def _hold_a_change_in_progress(
+    scheduler: CallScheduler, call_id: str, to: int
+) -> tuple[threading.Thread, threading.Event]:
+    """Start a thread whose change of ``call_id`` stays in progress (in its due listener) until
+    the returned event is set: changes of other threads meanwhile go to the scheduler's loop."""
+    inside, go_on = threading.Event(), threading.Event()
+
+    def listener(scheduled_timestamp: int) -> None:
+        if scheduled_timestamp == to:
+            inside.set()
+            go_on.wait(10)
+
+    scheduler.add_due_listener(listener)
+    holder = threading.Thread(target=scheduler.reschedule, args=(ORG, call_id, to))
+    holder.start()
+    assert inside.wait(10)
+    return holder, go_on
+
+
+def test_a_change_that_raises_system_exit_on_the_loop_leaves_the_scheduler_working(tmp_path: Path) -> None:
+    exits = [SystemExit(3)]
+
+    class ExitOnceOnTheLoop(callschedule.Clock):  # SystemExit in the middle of one change
+        def now_ms(self) -> int:
+            if threading.current_thread().name == "callschedule-changes" and exits:
+                raise exits.pop()
+            return super().now_ms()
+
+    base = int(time.time()) + 3600
+    scheduler = CallScheduler.open(
+        f"sqlite:///{tmp_path / 'calls.db'}", clock=ExitOnceOnTheLoop(), load_entry_points=False
+    )
+    for call_id in ("held", "first", "second"):
+        scheduler.create_call(ORG, base, call_id=call_id)
+    holder, go_on = _hold_a_change_in_progress(scheduler, "held", base + 1)
+    try:
+        with pytest.raises(SystemExit):  # raised in the thread that asked for the change
+            scheduler.reschedule(ORG, "first", base + 2)
+        assert scheduler.reschedule(ORG, "second", base + 3).new_scheduled_timestamp == base + 3
+    finally:
+        go_on.set()
+        holder.join(10)
+    assert scheduler.get_call(ORG, "first").scheduled_timestamp == base  # nothing written
+    assert scheduler.reschedule(ORG, "first", base + 4).new_scheduled_timestamp == base + 4
+    scheduler.close()
+
+
+def test_a_scheduler_dropped_without_close_leaves_no_thread_behind(tmp_path: Path) -> None:
+    def loop_threads() -> int:
+        return sum(t.name == "callschedule-changes" for t in threading.enumerate())
+
+    before = loop_threads()
+    scheduler = CallScheduler.open("memory://", load_entry_points=False)
+    base = int(time.time()) + 3600
+    for call_id in ("held", "other"):
+        scheduler.create_call(ORG, base, call_id=call_id)
+    holder, go_on = _hold_a_change_in_progress(scheduler, "held", base + 1)
+    scheduler.reschedule(ORG, "other", base + 2)  # through the loop: its thread started
+    go_on.set()
+    holder.join(10)
+    assert loop_threads() == before + 1
+    del scheduler, holder
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while loop_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loop_threads() == before

@@ -10,7 +10,6 @@ one turn of the loop share a commit (see :meth:`CallScheduler.reschedule_async`)
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
@@ -45,6 +44,7 @@ class LoopThread:
         self._running = 0  # threads waiting on run()
         self._jobs: list[_Job[Any]] = []  # submitted, not yet taken by the loop
         self._woken = False  # the loop is told to take them
+        self._tasks: set[asyncio.Task[None]] = set()  # the jobs' tasks, on the loop
 
     def is_current(self) -> bool:
         """Whether the calling thread is this loop's thread."""
@@ -85,21 +85,26 @@ class LoopThread:
             jobs, self._jobs, self._woken = self._jobs, [], False
         loop = asyncio.get_running_loop()
         for job in jobs:
-            loop.create_task(job.coroutine).add_done_callback(functools.partial(self._finish, job))
+            task = loop.create_task(self._answer(job))
+            self._tasks.add(task)  # the loop holds tasks weakly: kept until done
+            task.add_done_callback(self._tasks.discard)
 
-    def _finish(self, job: _Job[Any], task: asyncio.Task[Any]) -> None:
-        """On the loop: hand the task's outcome to the thread waiting for it."""
-        error = task.exception() if not task.cancelled() else asyncio.CancelledError()
-        if error is None:
-            job.result = task.result()
-        job.error = error
-        with self._lock:
-            self._running -= 1
-        job.done.release()
+    async def _answer(self, job: _Job[Any]) -> None:
+        """On the loop: run the job and hand its outcome, whatever it is, to the thread waiting
+        for it. Nothing escapes to the loop: a ``SystemExit`` in one job is its caller's, and
+        must not stop the loop under the others."""
+        try:
+            job.result = await job.coroutine
+        except BaseException as exc:  # raised again in the caller's thread
+            job.error = exc
+        finally:
+            with self._lock:
+                self._running -= 1
+            job.done.release()
 
-    def stop(self) -> None:
-        """Stop the loop once the work it was given is answered, and wait for its thread to end
-        (unless called on that thread). :meth:`run` refuses from then on."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the loop once the work it was given is answered; with ``wait``, wait for its
+        thread to end (unless called on that thread). :meth:`run` refuses from then on."""
         with self._lock:
             self._stopped = True
             loop, thread = self._loop, self._thread
@@ -107,9 +112,8 @@ class LoopThread:
         if loop is None or thread is None:
             return
         asyncio.run_coroutine_threadsafe(self._stop_when_idle(), loop)
-        if threading.current_thread() is not thread:
+        if wait and threading.current_thread() is not thread:
             thread.join()
-            loop.close()
 
     async def _stop_when_idle(self) -> None:
         """Stop the running loop once every job given to it is answered (no new one is taken)."""
@@ -129,7 +133,15 @@ class LoopThread:
                 return None
             if self._loop is None:
                 loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread = threading.Thread(target=_run, args=(loop,), name=self._name, daemon=True)
                 thread.start()
                 self._loop, self._thread = loop, thread
             return self._loop
+
+
+def _run(loop: asyncio.AbstractEventLoop) -> None:
+    """The thread: run ``loop`` until it is stopped, then close it."""
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()

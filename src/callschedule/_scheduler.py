@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,6 +53,9 @@ logger = logging.getLogger("callschedule")
 
 T = TypeVar("T")
 
+#: A change's committed call and events, for what follows a commit; ``None`` if nothing was written.
+_Committed = tuple[Call, Sequence[Event]] | None
+
 DEFAULT_URL = "sqlite:///callschedule.db"
 
 
@@ -70,6 +74,10 @@ class CallScheduler:
     _listeners_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False)
     _solo: threading.Lock = attrs.field(factory=threading.Lock, init=False)  # a thread's change runs
     _loop_thread: LoopThread = attrs.field(factory=LoopThread, init=False)  # the others' changes run
+
+    def __attrs_post_init__(self) -> None:
+        # A scheduler dropped without close() does not leave its loop thread behind.
+        weakref.finalize(self, functools.partial(self._loop_thread.stop, wait=False))
 
     @classmethod
     def open(
@@ -123,13 +131,17 @@ class CallScheduler:
         self.store.close()
         self._loop_thread.stop()
 
-    def _change(self, here: Callable[[], T], on_loop: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    def _change(
+        self, here: Callable[[], T], on_loop: Callable[[], Coroutine[Any, Any, tuple[T, _Committed]]]
+    ) -> T:
         """Run a change of a calling thread: ``here``, in that thread, unless another thread's
         change is in progress (in its thread or on the loop); then, where nothing blocks
         (:attr:`serves_event_loop`), as ``on_loop()`` on the scheduler's loop thread, with the
         other threads' changes that arrive meanwhile. The result, errors and transaction are the
         same either way; many threads then share commits without taking turns at the interpreter
-        lock for every statement (see ``callschedule._loop_thread``)."""
+        lock for every statement (see ``callschedule._loop_thread``). ``on_loop`` plans and
+        writes; what follows a commit (due listeners, event hooks) runs back in the calling
+        thread, as it would have, so a listener never holds up the loop."""
         if not self._loop_thread.busy and self._solo.acquire(blocking=False):
             try:
                 return here()
@@ -138,9 +150,12 @@ class CallScheduler:
         if self._loop_thread.is_current() or not self.serves_event_loop:
             return here()
         try:
-            return self._loop_thread.run(on_loop())
+            value, committed = self._loop_thread.run(on_loop())
         except LoopStopped:  # the scheduler was closed: the store answers (StoreClosed)
             return here()
+        if committed is not None:
+            self._after_commit(*committed)
+        return value
 
     def __enter__(self) -> CallScheduler:
         return self
@@ -173,10 +188,25 @@ class CallScheduler:
             lambda: self._create_call(
                 organization_id, scheduled_timestamp, call_id, timezone, payload, source
             ),
-            lambda: self.create_call_async(
-                organization_id, scheduled_timestamp, call_id, timezone, payload, source=source
+            lambda: self._create_call_on_loop(
+                organization_id, scheduled_timestamp, call_id, timezone, payload, source
             ),
         )
+
+    async def _create_call_on_loop(
+        self,
+        organization_id: str,
+        scheduled_timestamp: int,
+        call_id: str | None,
+        timezone: str | None,
+        payload: dict[str, Any] | None,
+        source: Source,
+    ) -> tuple[Call, _Committed]:
+        call, event, requested = self._plan_create(
+            organization_id, scheduled_timestamp, call_id, timezone, payload, source
+        )
+        inserted = await self.store.insert_call_async(call, event)
+        return self._created(call, requested, inserted), (call, [event]) if inserted is not None else None
 
     def _create_call(
         self,
@@ -297,14 +327,24 @@ class CallScheduler:
         """
         return self._change(
             lambda: self._reschedule(organization_id, call_id, scheduled_timestamp, source, expected_version),
-            lambda: self.reschedule_async(
-                organization_id,
-                call_id,
-                scheduled_timestamp,
-                source=source,
-                expected_version=expected_version,
+            lambda: self._reschedule_on_loop(
+                organization_id, call_id, scheduled_timestamp, source, expected_version
             ),
         )
+
+    async def _reschedule_on_loop(
+        self,
+        organization_id: str,
+        call_id: str,
+        scheduled_timestamp: int,
+        source: Source,
+        expected_version: int | None,
+    ) -> tuple[RescheduleResult, _Committed]:
+        result = self._plan_reschedule(
+            organization_id, call_id, scheduled_timestamp, source, expected_version
+        )
+        stored = await self.store.update_call_async(result.call, result.call.version - 1, result.events)
+        return result, (stored, result.events)
 
     def _reschedule(
         self,
@@ -409,8 +449,15 @@ class CallScheduler:
         """
         return self._change(
             lambda: self._cancel(organization_id, call_id, reason, source),
-            lambda: self.cancel_async(organization_id, call_id, reason=reason, source=source),
+            lambda: self._cancel_on_loop(organization_id, call_id, reason, source),
         )
+
+    async def _cancel_on_loop(
+        self, organization_id: str, call_id: str, reason: str | None, source: Source
+    ) -> tuple[Call, _Committed]:
+        cancelled, event = self._plan_cancel(organization_id, call_id, reason, source)
+        stored = await self.store.update_call_async(cancelled, cancelled.version - 1, [event])
+        return stored, (stored, [event])
 
     def _cancel(self, organization_id: str, call_id: str, reason: str | None, source: Source) -> Call:
         cancelled, event = self._plan_cancel(organization_id, call_id, reason, source)
@@ -657,9 +704,7 @@ class CallScheduler:
         this process (created, moved, retried), so a sleeping worker can wake early.
 
         It is called in the thread that made the change, an event loop's included (the
-        ``*_async`` methods, the HTTP adapter, and the scheduler's own loop thread, which runs
-        the changes of threads that meet another's in progress): it must return at once and
-        never block."""
+        ``*_async`` methods, the HTTP adapter): it must return at once and never block."""
         with self._listeners_lock:
             self._due_listeners.append(listener)
 

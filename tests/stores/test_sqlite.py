@@ -353,3 +353,44 @@ def test_a_subclass_that_changes_the_claim_keeps_it_when_outcomes_and_claim_go_t
     )
     assert [c.call_id for c in claimed] == ["c0"]
     store.close()
+
+
+def test_changes_left_after_one_failed_halfway_wait_for_the_lock_another_process_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From an event loop: the transaction is undone to drop the failed change, and another
+    process takes the write lock before it begins again; the others are written once it is free."""
+    path = tmp_path / "calls.db"
+    store = SQLiteStore(str(path))
+    calls = [make_call(f"call-{n}") for n in range(3)]
+    for call in calls:
+        store.insert_call(call, created_event(call))
+    with sqlite3.connect(str(path)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.call_id = 'call-2' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    conn.close()
+    other = sqlite3.connect(str(path), isolation_level=None)  # another process's connection
+    begin_at_once = SQLiteStore._begin_at_once
+    begins = []
+
+    def begin_after_another_process(self: SQLiteStore, conn: sqlite3.Connection) -> bool:
+        begins.append(1)
+        if len(begins) == 2:  # the second begin, after the rollback: the other process is first
+            other.execute("BEGIN IMMEDIATE")
+            asyncio.get_running_loop().call_later(0.2, lambda: other.execute("COMMIT"))
+        return begin_at_once(self, conn)
+
+    monkeypatch.setattr(SQLiteStore, "_begin_at_once", begin_after_another_process)
+    changes = [(new, c.version, [e]) for c in calls for new, e in [moved(c, c.scheduled_timestamp + 600)]]
+
+    async def together() -> list[object]:
+        return await asyncio.gather(*(store.update_call_async(*c) for c in changes), return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(together(), timeout=20))
+    assert results[:2] == [changes[0][0], changes[1][0]]
+    assert isinstance(results[2], sqlite3.IntegrityError)
+    assert [store.get_call("org-a", c.call_id) for c in calls] == [changes[0][0], changes[1][0], calls[2]]
+    other.close()
+    store.close()

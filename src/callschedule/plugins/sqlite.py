@@ -419,6 +419,15 @@ def _distinct_updates(batch: list[_Pending]) -> list[_Pending]:
     return updates
 
 
+class _Relocked(Exception):
+    """A transaction undone to drop a change that failed halfway could not begin again at once
+    (another process took the lock): the changes left to write."""
+
+    def __init__(self, remaining: list[_Pending]) -> None:
+        super().__init__("the write lock was taken meanwhile")
+        self.remaining = remaining
+
+
 @attrs.define(eq=False)
 class _LoopBatch:
     """Changes an event loop submitted (:meth:`SQLiteStore.update_call_async`) for one
@@ -653,6 +662,9 @@ class SQLiteStore(Store):
                 conn.execute("COMMIT")
         except Exception as exc:
             self._abort(batch, exc)
+        except BaseException:  # KeyboardInterrupt, say: this thread's, but nothing was committed
+            self._abort(batch, sqlite3.OperationalError("interrupted before its commit"))
+            raise
         finally:
             for pending in batch:
                 pending.done = True
@@ -667,7 +679,7 @@ class SQLiteStore(Store):
         duplicate id, a statement SQLite refused whole) just gets its error: no savepoint is
         needed to keep the others. One that raises after writing part of itself is undone with
         the whole transaction, which ``begin`` opens again for the other changes; if it cannot
-        (another process took the lock meanwhile), every change gets that error.
+        (another process took the lock meanwhile), it raises :class:`_Relocked` with them.
         """
         todo = batch
         while True:
@@ -682,7 +694,7 @@ class SQLiteStore(Store):
             if not todo:
                 return False
             if not begin(conn):
-                raise broken[1]
+                raise _Relocked(todo)
         if all(pending.error is not None for pending in todo):
             conn.execute("ROLLBACK")
             return False
@@ -696,7 +708,7 @@ class SQLiteStore(Store):
         Updates of distinct calls run first, together in a few statements; if one of them is
         refused, or SQLite refuses the statements, they are undone and run one by one instead.
         """
-        merged = _distinct_updates(batch)
+        merged = _distinct_updates(batch) if len(batch) > 1 else []
         if len(merged) > 1:
             conn.execute("SAVEPOINT merged")
             try:
@@ -790,6 +802,8 @@ class SQLiteStore(Store):
                 self._start_committer()
                 self._commits.put(_LoopBatch(batch.loop, changes))
                 handed_over = True
+        except _Relocked as relocked:  # a change failed halfway; the others wait for the lock
+            began, pendings = False, relocked.remaining
         except Exception as exc:
             began = True  # nothing is left of the transaction: every change gets the error
             self._abort(pendings, exc)
@@ -1013,7 +1027,8 @@ class SQLiteStore(Store):
     def close(self) -> None:
         with self._cond:
             self._closed = True  # every change is refused from now on; idle readers are not kept
-            handed_over = bool(self._queue) and self._queue[-1].leads
+            # A thread handed the writer commits the whole queue (others may have queued behind it).
+            handed_over = any(pending.leads for pending in self._queue)
             if not handed_over:  # queued, and no thread is about to commit them: refused
                 for pending in self._queue:
                     pending.error, pending.done = StoreClosed(), True
