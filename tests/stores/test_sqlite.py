@@ -394,3 +394,75 @@ def test_changes_left_after_one_failed_halfway_wait_for_the_lock_another_process
     assert [store.get_call("org-a", c.call_id) for c in calls] == [changes[0][0], changes[1][0], calls[2]]
     other.close()
     store.close()
+
+
+def test_close_waits_for_a_thread_handed_the_writer_with_others_queued_behind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thread B is handed the writer and D queues behind it before B takes the queue; close()
+    then must let B commit both (not refuse them and wait for a writer nobody releases)."""
+    from callschedule.plugins import sqlite as sqlite_module
+
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    calls = [make_call(f"call-{n}") for n in range(2)]
+    for call in calls:
+        store.insert_call(call, created_event(call))
+    b_has_its_turn, let_b_go = threading.Event(), threading.Event()
+
+    class PausingTurn:  # B's turn lock: B stops just after being handed the writer
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self._lock.acquire()
+            self._pause = threading.current_thread().name == "B"
+
+        def acquire(self) -> bool:
+            self._lock.acquire()
+            if self._pause:
+                b_has_its_turn.set()
+                let_b_go.wait(10)
+            return True
+
+        def release(self) -> None:
+            self._lock.release()
+
+    monkeypatch.setattr(sqlite_module, "_taken", lambda lock: PausingTurn())
+    in_commit, release_a = threading.Event(), threading.Event()
+
+    def slow_change(conn: sqlite3.Connection) -> None:
+        in_commit.set()
+        release_a.wait(10)
+
+    results: dict[str, object] = {}
+
+    def change(name: str, call: Call) -> None:
+        new, event = moved(call, call.scheduled_timestamp + 60)
+        try:
+            results[name] = store.update_call(new, call.version, [event])
+        except Exception as exc:
+            results[name] = exc
+
+    a = threading.Thread(target=store._write, args=(slow_change,))
+    a.start()
+    assert in_commit.wait(10)
+    b = threading.Thread(target=change, args=("B", calls[0]), name="B")
+    b.start()
+    deadline = time.monotonic() + 10
+    while not store._queue and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release_a.set()  # A commits and hands the writer to B
+    assert b_has_its_turn.wait(10)
+    d = threading.Thread(target=change, args=("D", calls[1]), name="D")
+    d.start()
+    while len(store._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    while not store._closed and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with store._cond:  # close() has decided what to refuse
+        pass
+    let_b_go.set()
+    for thread in (a, b, d, closer):
+        thread.join(10)
+    assert not closer.is_alive()  # close() returned
+    assert all(isinstance(r, Call) for r in results.values()) and len(results) == 2
