@@ -466,3 +466,50 @@ def test_close_waits_for_a_thread_handed_the_writer_with_others_queued_behind_it
         thread.join(10)
     assert not closer.is_alive()  # close() returned
     assert all(isinstance(r, Call) for r in results.values()) and len(results) == 2
+
+
+def test_an_interrupt_in_the_committing_thread_refuses_the_changes_it_carried(tmp_path: Path) -> None:
+    """A KeyboardInterrupt while a thread writes a shared transaction: it reaches that thread,
+    and the other threads' changes in the transaction are refused, not reported written."""
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    call = make_call()
+    store.insert_call(call, created_event(call))
+    new, event = moved(call, call.scheduled_timestamp + 60)
+    in_commit, release = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def slow_change(conn: sqlite3.Connection) -> None:  # holds the writer while the others queue
+        in_commit.set()
+        release.wait(10)
+
+    def interrupted(conn: sqlite3.Connection) -> None:
+        raise KeyboardInterrupt
+
+    def run(name: str, action: Any) -> None:
+        try:
+            outcomes[name] = action()
+        except BaseException as exc:
+            outcomes[name] = exc
+
+    holder = threading.Thread(target=store._write, args=(slow_change,))
+    holder.start()
+    assert in_commit.wait(10)
+    mover = threading.Thread(
+        target=run, args=("mover", lambda: store.update_call(new, call.version, [event]))
+    )
+    mover.start()
+    deadline = time.monotonic() + 10
+    while not store._queue and time.monotonic() < deadline:
+        time.sleep(0.001)
+    interrupter = threading.Thread(target=run, args=("interrupter", lambda: store._write(interrupted)))
+    interrupter.start()  # queued last: it commits the queue, its own change last in it
+    while len(store._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    release.set()
+    for thread in (holder, mover, interrupter):
+        thread.join(10)
+    assert isinstance(outcomes["interrupter"], KeyboardInterrupt)
+    assert isinstance(outcomes["mover"], sqlite3.OperationalError)
+    assert store.get_call("org-a", "call-1") == call  # not moved
+    assert store.update_call(new, call.version, [event]) == new  # and the store writes on
+    store.close()
