@@ -153,9 +153,13 @@ class CallScheduler:
             value, committed = self._loop_thread.run(on_loop())
         except LoopStopped:  # the scheduler was closed: the store answers (StoreClosed)
             return here()
+        self._after(committed)
+        return value
+
+    def _after(self, committed: _Committed) -> None:
+        """What follows the commit of an ``*_on_loop`` change, in the thread or task that asked."""
         if committed is not None:
             self._after_commit(*committed)
-        return value
 
     def __enter__(self) -> CallScheduler:
         return self
@@ -248,14 +252,11 @@ class CallScheduler:
                     source=source,
                 )
             )
-        call, event, requested = self._plan_create(
+        created, committed = await self._create_call_on_loop(
             organization_id, scheduled_timestamp, call_id, timezone, payload, source
         )
-
-        inserted = await self.store.insert_call_async(call, event)
-        if inserted is not None:
-            self._after_commit(call, [event])
-        return self._created(call, requested, inserted)
+        self._after(committed)
+        return created
 
     def _plan_create(
         self,
@@ -390,10 +391,10 @@ class CallScheduler:
                     expected_version=expected_version,
                 )
             )
-        result = self._plan_reschedule(
+        result, committed = await self._reschedule_on_loop(
             organization_id, call_id, scheduled_timestamp, source, expected_version
         )
-        await self._commit_async(result.call, result.call.version - 1, result.events)
+        self._after(committed)
         return result
 
     def _plan_reschedule(
@@ -476,8 +477,9 @@ class CallScheduler:
             return await asyncio.to_thread(
                 functools.partial(self.cancel, organization_id, call_id, reason=reason, source=source)
             )
-        cancelled, event = self._plan_cancel(organization_id, call_id, reason, source)
-        return await self._commit_async(cancelled, cancelled.version - 1, [event])
+        cancelled, committed = await self._cancel_on_loop(organization_id, call_id, reason, source)
+        self._after(committed)
+        return cancelled
 
     def _plan_cancel(
         self, organization_id: str, call_id: str, reason: str | None, source: Source
@@ -784,11 +786,6 @@ class CallScheduler:
 
     def _commit(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
         stored = self.store.update_call(call, expected_version, events)
-        self._after_commit(stored, events)
-        return stored
-
-    async def _commit_async(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
-        stored = await self.store.update_call_async(call, expected_version, events)
         self._after_commit(stored, events)
         return stored
 

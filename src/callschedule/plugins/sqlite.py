@@ -160,6 +160,11 @@ _CLAIM_LIMITED = (
 )
 
 
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says another connection holds a lock (worth waiting for), not a real error."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _call_row(call: Call) -> tuple[Any, ...]:
     return (
         call.organization_id,
@@ -502,7 +507,7 @@ class SQLiteStore(Store):
             try:
                 return action()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _locked(exc):
                     raise
                 if time.monotonic() > deadline:
                     raise
@@ -553,18 +558,15 @@ class SQLiteStore(Store):
                 try:
                     return self._writer.execute(sql, params).fetchall()
                 except sqlite3.OperationalError as exc:  # retried below, without holding the lock
-                    if "locked" not in str(exc) and "busy" not in str(exc):
+                    if not _locked(exc):
                         raise
         with self._reader() as conn:
-            return self._query(conn, sql, params)
-
-    def _query(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-        try:  # the common case first, without the retry machinery
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-        return self._retry_locked(lambda: conn.execute(sql, params).fetchall())
+            try:  # the common case first, without the retry machinery
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc):
+                    raise
+            return self._retry_locked(lambda: conn.execute(sql, params).fetchall())
 
     # -- writes: group commit -----------------------------------------------------------------
 
@@ -631,7 +633,7 @@ class SQLiteStore(Store):
         try:  # the common case first, without the retry machinery
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _locked(exc):
                 raise
             self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
 
@@ -646,7 +648,7 @@ class SQLiteStore(Store):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _locked(exc):
                 raise
             return False
         finally:
