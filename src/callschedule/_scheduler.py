@@ -836,6 +836,8 @@ def _builtin_plugins() -> frozenset[object]:
 
 
 def _source(value: object) -> Source:
+    if value.__class__ is Source:
+        return value
     try:
         return Source(value)
     except ValueError:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
+import time
 import zoneinfo
 from typing import Any
 
@@ -130,7 +130,7 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
 
 def rfc3339(seconds: int) -> str:
     """``seconds`` as RFC 3339 UTC with a ``Z``: 1748460000 → ``2025-05-28T19:20:00Z``."""
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _kind(value: object) -> str:

@@ -124,13 +124,17 @@ class CancelRequest:
 # -- the envelope and the error mapping -----------------------------------------------------------
 
 
+#: Starlette's JSONResponse settings, built once instead of for every answer.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 class _JSONResponse(JSONResponse):
     """JSON that is always sent: text that UTF-8 cannot carry (a lone surrogate in an outcome an
     executor reported, say) goes out as a JSON escape instead of failing the answer."""
 
     def render(self, content: Any) -> bytes:
         try:
-            return super().render(content)
+            return _ENCODER.encode(content).encode("utf-8")
         except UnicodeEncodeError:
             return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
