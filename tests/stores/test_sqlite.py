@@ -134,6 +134,35 @@ def test_an_event_loop_keeps_running_while_another_process_holds_the_write_lock(
     store.close()
 
 
+def test_a_thread_waits_for_another_process_s_write_lock_up_to_the_busy_timeout(tmp_path: Path) -> None:
+    """The writer has no busy timeout of its own (a loop must not wait); a thread's change turns
+    it on while it waits, so it is written once the other process commits, and it is refused
+    with SQLite's own error only after the timeout."""
+    path = tmp_path / "calls.db"
+    store = SQLiteStore.from_url(f"sqlite:///{path}?busy_timeout=200")
+    call = make_call()
+    store.insert_call(call, created_event(call))
+    other_process = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        other_process.execute("BEGIN IMMEDIATE")
+        released = threading.Timer(0.05, lambda: other_process.execute("COMMIT"))
+        released.start()
+        new, event = moved(call, call.scheduled_timestamp + 600)
+        assert store.update_call(new, call.version, [event]) == new
+        released.join()
+
+        other_process.execute("BEGIN IMMEDIATE")  # held past the timeout this time
+        newer, event = moved(new, new.scheduled_timestamp + 600)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store.update_call(newer, new.version, [event])
+        other_process.execute("COMMIT")
+        assert store.update_call(newer, new.version, [event]) == newer
+    finally:
+        other_process.close()
+    assert store.get_call("org-a", "call-1") == newer
+    store.close()
+
+
 def test_a_change_made_from_an_event_loop_is_committed_when_it_returns(tmp_path: Path) -> None:
     path = tmp_path / "calls.db"
     store = SQLiteStore(str(path))

@@ -506,10 +506,11 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _writer_connection(conn: sqlite3.Connection) -> sqlite3.Connection:
-        """``conn`` made the writer: it never waits inside SQLite for another process's lock.
-        A thread waits for it in :meth:`_begin` (up to the busy timeout), and an event loop's
-        ``BEGIN`` fails at once and goes to a thread, with one statement, not three that set the
-        timeout to 0 and back around it. Once a transaction has begun, nothing in it waits."""
+        """``conn`` made the writer: no busy timeout, so an event loop's ``BEGIN`` is one
+        statement that fails at once if another process holds the write lock (the batch then
+        goes to a thread), not three that turn the timeout off and on around it. A thread that
+        meets the lock turns the timeout on while it waits (:meth:`_begin`). Once a transaction
+        has begun, nothing in it waits."""
         conn.execute("PRAGMA busy_timeout = 0")
         return conn
 
@@ -652,12 +653,18 @@ class SQLiteStore(Store):
         return kept
 
     def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, waiting up to the busy timeout for another process's lock."""
         try:  # the common case first, without the retry machinery
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if not _locked(exc):
                 raise
-            self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            # SQLite's own busy handler polls at 1, 2, 5, 10... ms, finer than _retry_locked.
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            try:
+                self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
 
     def _begin_again(self, conn: sqlite3.Connection) -> bool:
         self._begin(conn)
