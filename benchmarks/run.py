@@ -696,10 +696,15 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
 - `synchronous=NORMAL` (opt-in): without the fsync a change costs about 45 µs inside SQLite, and the
   library adds about 50 µs of Python (validation, the rules, the event, the model objects, the
   group-commit handshake) that the raw loop, which runs the bare statements, does not pay.
-- FULL costs the library more than NORMAL does against the raw loop (about 200-260 µs a change
-  against 130 µs on a loaded 2-core machine): each commit's fsync puts the calling thread to
-  sleep, and the Python that follows runs on cold CPU caches; the raw loop has little Python to
-  run. The same read of one row takes 30-40 µs after an fsync and 15-25 µs without one.
+- FULL costs the library more than NORMAL does against the raw loop (on a 2-core VM today, about
+  110 µs a change against 65 µs): each commit's fsync puts the calling thread to sleep, the
+  virtual CPU idles, and everything that follows runs slower until its caches are warm again.
+  Measured per part of one reschedule (medians, FULL against NORMAL): the read of the call
+  26 µs against 12, building the update's rows 12 against 7.5, the UPDATE and INSERT 17 against
+  11, even the near-empty step after the commit 4.3 µs against 1.1. The raw loop pays the same
+  fsync with far less code to run after it, so the faster a machine's fsync, the further below
+  0.70x the FULL ratios fall: 0.71x on a machine whose raw FULL loop did 3,000 changes a second,
+  0.65-0.70x on one doing 4,500-4,800.
 - B2c with threads: when 32 threads each read, plan and write their own change, every SQLite call
   releases the interpreter lock, so they hand it over about 14 times a change (about 28 context
   switches a change, 40% of the CPU in the kernel waking threads), and the thread committing a
