@@ -85,7 +85,7 @@ class Store(abc.ABC):
         Returns, in order, each stored call or the :class:`~callschedule.exceptions.Conflict` /
         :class:`~callschedule.exceptions.CallNotFound` that refused it; a refused change leaves
         the others in place. A failure of the store itself is raised. A store may write the whole
-        batch in one transaction (one commit instead of one each, as SQLite does); this default
+        batch in one transaction (one commit instead of one each, as SQLite and PostgreSQL do); this default
         calls :meth:`update_call` for each change.
         """
         results: list[Call | CallScheduleError] = []
@@ -155,7 +155,7 @@ class Store(abc.ABC):
         finished calls and claims the next ones in one round.
 
         The claim sees the changes (a change that makes a call due may let it be claimed).
-        A store may do both in one transaction, one commit instead of two (SQLite does); this
+        A store may do both in one transaction, one commit instead of two (SQLite and PostgreSQL do); this
         default makes the two calls. If it raises, the changes may have been written (this
         default) or not (one transaction): writing them again is safe, they then conflict.
         """

@@ -638,6 +638,74 @@ def test_a_claim_whose_commit_answer_was_lost_hands_out_nothing_and_leaves_it_to
     assert store.expired_leases(now_ms=NOW_MS + 30_001, limit=10) == [held]
 
 
+def completed_and_moved_on(store: Any) -> tuple[Call, Call]:
+    """A claimed call (``call-1``) and its completion (not yet written); ``call-2`` is due."""
+    add(store, make_call(scheduled_timestamp=NOW))
+    (held,) = claim(store)
+    done = attrs.evolve(held, execution_status=ExecutionStatus.COMPLETED, version=held.version + 1)
+    add(store, make_call("call-2", scheduled_timestamp=NOW))
+    return held, done
+
+
+def outcomes_and_claim(store: Any, done: Call, held: Call) -> tuple[list[Any], list[Call]]:
+    event = _events.completed(done, NOW_MS + 5, {"ok": True}, Source.WORKER)
+    result: tuple[list[Any], list[Call]] = store.update_calls_and_claim_due(
+        [(done, held.version, [event])],
+        now=NOW,
+        now_ms=NOW_MS + 5,
+        limit=10,
+        lease_owner="w1",
+        lease_expires_at=NOW_MS + 30_000,
+    )
+    return result
+
+
+def test_a_worker_round_s_outcomes_and_next_claim_are_one_transaction(store: Any, schema: str) -> None:
+    """One commit a round, as on SQLite: both rows carry the same transaction id."""
+    held, done = completed_and_moved_on(store)
+    results, claimed = outcomes_and_claim(store, done, held)
+    assert results == [done]
+    assert [c.call_id for c in claimed] == ["call-2"]
+    rows = admin(f'SELECT call_id, xmin::text FROM "{schema}".calls ORDER BY call_id')
+    assert [r[0] for r in rows] == ["call-1", "call-2"]
+    assert rows[0][1] == rows[1][1], "the outcome and the claim were committed apart"
+    events = admin(f'SELECT DISTINCT xmin::text FROM "{schema}".events WHERE timestamp = %s', (NOW_MS + 5,))
+    assert len(events) == 1
+
+
+def test_a_worker_round_whose_commit_answer_was_lost_keeps_its_outcomes_and_leaves_the_claim_to_the_lease(
+    store: Any, lost_acks: list[bool]
+) -> None:
+    held, done = completed_and_moved_on(store)
+    lost_acks.append(True)
+    results, claimed = outcomes_and_claim(store, done, held)
+    assert not lost_acks, "the commit's answer was not lost: the test did not test anything"
+    assert results == [done] and claimed == []
+    assert store.get_call("org-a", "call-1") == done
+    taken = store.get_call("org-a", "call-2")
+    assert taken.execution_status is ExecutionStatus.IN_PROGRESS and taken.attempts == 1
+    assert store.expired_leases(now_ms=NOW_MS + 30_001, limit=10) == [taken]
+
+
+def test_a_subclass_that_changes_the_claim_keeps_it_when_outcomes_and_claim_go_together(url: str) -> None:
+    from callschedule.plugins.postgres import PostgresStore
+
+    class ClaimAtMostOne(PostgresStore):
+        def claim_due(self, **kwargs: Any) -> list[Call]:
+            return super().claim_due(**{**kwargs, "limit": 1})
+
+    store = ClaimAtMostOne.from_url(url)
+    try:
+        for n in range(3):
+            add(store, make_call(f"c{n}", scheduled_timestamp=NOW))
+        _, claimed = store.update_calls_and_claim_due(
+            [], now=NOW, now_ms=NOW_MS, limit=5, lease_owner="w", lease_expires_at=NOW_MS + 30_000
+        )
+        assert [c.call_id for c in claimed] == ["c0"]
+    finally:
+        store.close()
+
+
 # -- the clock -------------------------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 import psycopg
@@ -58,6 +58,11 @@ from callschedule.abc import Store
 from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict, InvalidInput
 
 T = TypeVar("T")
+
+#: A batch's results, each the stored call or why it was refused.
+_Results: TypeAlias = "list[Call | CallScheduleError]"
+#: A batch ready to run in a transaction, and the list it leaves its results in.
+_BatchWork: TypeAlias = "tuple[Callable[[psycopg.Connection[Any]], _Results], _Results]"
 
 logger = logging.getLogger("callschedule.postgres")
 
@@ -274,6 +279,17 @@ def _number(options: dict[str, str], name: str, default: float) -> float:
     if number <= 0:
         raise InvalidInput("url", f"option {name}={value!r}: expected a positive number")
     return number
+
+
+def _claim_lost(lease_owner: str) -> None:
+    """A claim's commit answer was lost. Whatever it took (if it committed) was never handed to
+    anyone: its lease expires and the worker's recovery gives it a new attempt. Taking it now
+    could run a call twice, should this worker claim twice within one millisecond."""
+    logger.warning(
+        "connection lost while committing a claim; calls it may have claimed by %s "
+        "will be recovered when their lease expires",
+        lease_owner,
+    )
 
 
 def _channel(schema: str) -> str:
@@ -693,9 +709,15 @@ class PostgresStore(Store):
     ) -> list[Call | CallScheduleError]:
         """One transaction, a few statements for the whole batch: one conditional ``UPDATE`` of
         every call, one ``INSERT`` of the events of those it changed."""
+        work, last = self._batch_work(changes)
+        return self._run(work, verify=lambda: self._verify_batch(last))
+
+    def _batch_work(self, changes: Sequence[tuple[Call, int, Sequence[Event]]]) -> _BatchWork:
+        """The work of :meth:`update_calls`, ready to run in a transaction, and the list it
+        leaves its results in (what :meth:`_verify_batch` reads back after a lost commit)."""
         keys = [(call.organization_id, call.call_id) for call, _, _ in changes]
         if len(set(keys)) != len(keys):  # the same call twice: apply them in order, one by one
-            return self._update_calls_one_by_one(changes)
+            return self._one_by_one_work(changes)
         results: list[Call | CallScheduleError | None] = []
         batch: list[tuple[Call, int, Sequence[Event]]] = []
         for call, expected_version, events in changes:
@@ -704,8 +726,10 @@ class PostgresStore(Store):
             else:
                 results.append(None)
                 batch.append((call, expected_version, events))
-        if not batch:
-            return [r for r in results if r is not None]
+        last: list[Call | CallScheduleError] = []
+        if not batch:  # every change refused before any statement
+            last[:] = [r for r in results if r is not None]
+            return lambda conn: list(last), last
         names = [c.strip() for c in _CALL_COLUMNS.split(",") if c.strip() != "created_at"]
         columns: list[list[Any]] = [[] for _ in range(len(names) + 1)]
         for call, expected_version, _ in batch:
@@ -766,13 +790,9 @@ class PostgresStore(Store):
             last[:] = out
             return out
 
-        last: list[Call | CallScheduleError] = []
+        return work, last
 
-        return self._run(work, verify=lambda: self._verify_batch(last))
-
-    def _update_calls_one_by_one(
-        self, changes: Sequence[tuple[Call, int, Sequence[Event]]]
-    ) -> list[Call | CallScheduleError]:
+    def _one_by_one_work(self, changes: Sequence[tuple[Call, int, Sequence[Event]]]) -> _BatchWork:
         """Every change in one transaction, each in its own savepoint, in order."""
         updates: list[Callable[[psycopg.Connection[Any]], Call] | CallScheduleError] = []
         for call, expected_version, events in changes:
@@ -796,7 +816,7 @@ class PostgresStore(Store):
             last[:] = results
             return results
 
-        return self._run(work, verify=lambda: self._verify_batch(last))
+        return work, last
 
     def _verify_batch(
         self, last: list[Call | CallScheduleError]
@@ -906,6 +926,68 @@ class PostgresStore(Store):
         lease_expires_at: int,
         organization_limit: int | None = None,
     ) -> list[Call]:
+        work = self._claim_work(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)
+
+        def verify() -> tuple[bool, list[Call]]:
+            _claim_lost(lease_owner)
+            return True, []
+
+        return self._run(work, verify=verify)
+
+    def update_calls_and_claim_due(
+        self,
+        changes: Sequence[tuple[Call, int, Sequence[Event]]],
+        *,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None = None,
+    ) -> tuple[list[Call | CallScheduleError], list[Call]]:
+        """The changes (each refused on its own) and then the claim, in one transaction: one
+        commit where the two operations would make two."""
+        cls = type(self)
+        if cls.update_calls is not PostgresStore.update_calls or cls.claim_due is not PostgresStore.claim_due:
+            # A subclass that changed either operation gets them called as it defined them.
+            return super().update_calls_and_claim_due(
+                changes,
+                now=now,
+                now_ms=now_ms,
+                limit=limit,
+                lease_owner=lease_owner,
+                lease_expires_at=lease_expires_at,
+                organization_limit=organization_limit,
+            )
+        updates, last = self._batch_work(changes) if changes else (None, [])
+        claim = (
+            self._claim_work(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)
+            if limit > 0
+            else None
+        )
+
+        def work(conn: psycopg.Connection[Any]) -> tuple[list[Call | CallScheduleError], list[Call]]:
+            results = updates(conn) if updates is not None else []
+            return results, claim(conn) if claim is not None else []
+
+        def verify() -> tuple[bool, tuple[list[Call | CallScheduleError], list[Call]]]:
+            committed, results = self._verify_batch(last)
+            if committed and claim is not None:
+                _claim_lost(lease_owner)
+            return committed, (results, [])
+
+        return self._run(work, verify=verify)
+
+    def _claim_work(
+        self,
+        now: int,
+        now_ms: int,
+        limit: int,
+        lease_owner: str,
+        lease_expires_at: int,
+        organization_limit: int | None,
+    ) -> Callable[[psycopg.Connection[Any]], list[Call]]:
+        """The work of :meth:`claim_due`, ready to run in a transaction."""
         if organization_limit is None:
             # Concurrent claimers skip each other's locked rows and take disjoint calls.
             due = (
@@ -962,18 +1044,7 @@ class PostgresStore(Store):
             self._insert_events(conn, [_events.claimed(c, now_ms) for c in claimed])
             return claimed
 
-        def verify() -> tuple[bool, list[Call]]:
-            # Whatever this claim took (if it committed) was never handed to anyone: its lease
-            # expires and the worker's recovery gives it a new attempt. Taking it now could run a
-            # call twice, should this worker claim twice within one millisecond.
-            logger.warning(
-                "connection lost while committing a claim; calls it may have claimed by %s "
-                "will be recovered when their lease expires",
-                lease_owner,
-            )
-            return True, []
-
-        return self._run(work, verify=verify)
+        return work
 
     def expired_leases(self, *, now_ms: int, limit: int) -> list[Call]:
         rows = self._read(
