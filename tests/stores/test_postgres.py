@@ -687,6 +687,76 @@ def test_a_worker_round_whose_commit_answer_was_lost_keeps_its_outcomes_and_leav
     assert store.expired_leases(now_ms=NOW_MS + 30_001, limit=10) == [taken]
 
 
+def test_a_lost_commit_answer_is_read_right_when_the_round_s_claim_took_its_own_retry_again(
+    store: Any, lost_acks: list[bool]
+) -> None:
+    """A retry due at once is claimed again by the same round, so its row no longer shows the
+    outcome as written; the server's word on the transaction decides, not the rows."""
+    add(store, make_call("a", scheduled_timestamp=NOW))
+    add(store, make_call("b", scheduled_timestamp=NOW))
+    held_a, held_b = claim(store)
+    retry = attrs.evolve(
+        held_a, execution_status=ExecutionStatus.PENDING, version=held_a.version + 1, lease_owner=None
+    )
+    done = attrs.evolve(held_b, execution_status=ExecutionStatus.COMPLETED, version=held_b.version + 1)
+    changes = [
+        (retry, held_a.version, [_events.retry_scheduled(retry, NOW_MS + 5, NOW, "busy", Source.WORKER)]),
+        (done, held_b.version, [_events.completed(done, NOW_MS + 5, {"ok": True}, Source.WORKER)]),
+    ]
+    lost_acks.append(True)
+    results, claimed = store.update_calls_and_claim_due(
+        changes, now=NOW, now_ms=NOW_MS + 5, limit=10, lease_owner="w1", lease_expires_at=NOW_MS + 30_000
+    )
+    assert not lost_acks, "the commit's answer was not lost: the test did not test anything"
+    assert results == [retry, done] and claimed == []
+    again = store.get_call("org-a", "a")
+    assert (again.execution_status, again.version, again.attempts) == (ExecutionStatus.IN_PROGRESS, 4, 2)
+    assert store.get_call("org-a", "b") == done
+
+
+@pytest.fixture
+def lost_outer_acks(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Append True to lose the answer to the next outer ``COMMIT`` (not a savepoint's)."""
+    armed: list[bool] = []
+    original_exit = psycopg.Transaction.__exit__
+    original_execute = psycopg.Connection.execute
+
+    def exit_then_lose_the_answer(self: psycopg.Transaction, *exc_info: Any) -> Any:
+        outer = self._outer_transaction
+        result = original_exit(self, *exc_info)
+        if exc_info[0] is None and armed and outer:
+            armed.clear()
+            admin("SELECT pg_terminate_backend(%s)", (self.connection.info.backend_pid,))
+            original_execute(self.connection, "SELECT 1")
+        return result
+
+    monkeypatch.setattr(psycopg.Transaction, "__exit__", exit_then_lose_the_answer)
+    return armed
+
+
+@pytest.mark.parametrize("with_claim", [False, True])
+def test_a_lost_commit_answer_of_a_batch_moving_one_call_twice_is_found_committed(
+    store: Any, lost_outer_acks: list[bool], with_claim: bool
+) -> None:
+    call = add(store, make_call(scheduled_timestamp=NOW + 600))
+    first = attrs.evolve(call, scheduled_timestamp=NOW + 700, version=2)
+    second = attrs.evolve(first, scheduled_timestamp=NOW + 800, version=3)
+    changes = [
+        (first, 1, [_events.rescheduled(first, NOW + 600, NOW + 700, NOW_MS, Source.API)]),
+        (second, 2, [_events.rescheduled(second, NOW + 700, NOW + 800, NOW_MS, Source.API)]),
+    ]
+    lost_outer_acks.append(True)
+    if with_claim:
+        results, _ = store.update_calls_and_claim_due(
+            changes, now=NOW, now_ms=NOW_MS, limit=10, lease_owner="w", lease_expires_at=NOW_MS + 30_000
+        )
+    else:
+        results = store.update_calls(changes)
+    assert not lost_outer_acks, "the commit's answer was not lost: the test did not test anything"
+    assert results == [first, second]
+    assert store.get_call("org-a", "call-1") == second
+
+
 def test_a_subclass_that_changes_the_claim_keeps_it_when_outcomes_and_claim_go_together(url: str) -> None:
     from callschedule.plugins.postgres import PostgresStore
 

@@ -281,6 +281,22 @@ def _number(options: dict[str, str], name: str, default: float) -> float:
     return number
 
 
+def _recording_xid(
+    work: Callable[[psycopg.Connection[Any]], T],
+) -> tuple[Callable[[psycopg.Connection[Any]], T], list[int]]:
+    """``work`` that first notes its transaction's id in the list returned with it, for asking
+    the server whether it committed when the answer to its ``COMMIT`` is lost."""
+    xid: list[int] = []
+
+    def recorded(conn: psycopg.Connection[Any]) -> T:
+        row = conn.execute("SELECT txid_current()").fetchone()
+        assert row is not None
+        xid[:] = [row[0]]
+        return work(conn)
+
+    return recorded, xid
+
+
 def _claim_lost(lease_owner: str) -> None:
     """A claim's commit answer was lost. Whatever it took (if it committed) was never handed to
     anyone: its lease expires and the worker's recovery gives it a new attempt. Taking it now
@@ -710,7 +726,8 @@ class PostgresStore(Store):
         """One transaction, a few statements for the whole batch: one conditional ``UPDATE`` of
         every call, one ``INSERT`` of the events of those it changed."""
         work, last = self._batch_work(changes)
-        return self._run(work, verify=lambda: self._verify_batch(last))
+        work, xid = _recording_xid(work)
+        return self._run(work, verify=lambda: self._verify_batch(last, xid))
 
     def _batch_work(self, changes: Sequence[tuple[Call, int, Sequence[Event]]]) -> _BatchWork:
         """The work of :meth:`update_calls`, ready to run in a transaction, and the list it
@@ -819,12 +836,17 @@ class PostgresStore(Store):
         return work, last
 
     def _verify_batch(
-        self, last: list[Call | CallScheduleError]
+        self, last: list[Call | CallScheduleError], xid: list[int]
     ) -> tuple[bool, list[Call | CallScheduleError]]:
-        """After a batch's commit answer was lost: whether it was written, read back.
+        """After a batch's commit answer was lost: whether it was written.
 
-        One transaction wrote it, so its accepted changes are all stored or none is.
+        The server says whether its transaction (``xid``) committed. Only where it no longer
+        knows are the accepted changes read back: one transaction wrote them, so all are stored
+        or none is (unless something changed them since, the same round's claim included).
         """
+        status = self._transaction_status(xid[0]) if xid else None
+        if status is not None:
+            return status == "committed", list(last)
         ok = [r for r in last if isinstance(r, Call)]
         stored = [self.get_call(c.organization_id, c.call_id) for c in ok]
         if all(s == c for s, c in zip(stored, ok, strict=True)):
@@ -832,6 +854,16 @@ class PostgresStore(Store):
         if not any(s == c for s, c in zip(stored, ok, strict=True)):
             return False, list(last)
         raise Conflict(ok[0].call_id, "a batch was half applied: cannot happen in one transaction")
+
+    def _transaction_status(self, xid: int) -> str | None:
+        """``committed`` or ``aborted`` for a transaction that ended (waiting briefly for one a
+        lost connection left running), ``None`` if the server no longer knows it."""
+        deadline = time.monotonic() + 5
+        while True:
+            (status,) = self._read(self._q("SELECT txid_status(%s)"), [xid])[0]
+            if status != "in progress" or time.monotonic() > deadline:
+                return None if status in (None, "in progress") else str(status)
+            time.sleep(0.01)
 
     def _update_work(
         self, call: Call, expected_version: int, events: Sequence[Event]
@@ -966,17 +998,32 @@ class PostgresStore(Store):
             else None
         )
 
-        def work(conn: psycopg.Connection[Any]) -> tuple[list[Call | CallScheduleError], list[Call]]:
+        def both(conn: psycopg.Connection[Any]) -> tuple[list[Call | CallScheduleError], list[Call]]:
+            if claim is not None and organization_limit is not None:
+                # The turn before any row lock: a limited claim holding the turn waits on rows
+                # (no SKIP LOCKED), so taking it after the updates' row locks could deadlock.
+                self._take_limited_claim_turn(conn)
             results = updates(conn) if updates is not None else []
             return results, claim(conn) if claim is not None else []
 
+        # The claim may take again a call this round's change made due (a retry at once), so
+        # reading the changes back cannot tell whether the round committed; the server can.
+        work, xid = _recording_xid(both)
+
         def verify() -> tuple[bool, tuple[list[Call | CallScheduleError], list[Call]]]:
-            committed, results = self._verify_batch(last)
+            committed, results = self._verify_batch(last, xid)
             if committed and claim is not None:
                 _claim_lost(lease_owner)
             return committed, (results, [])
 
         return self._run(work, verify=verify)
+
+    def _take_limited_claim_turn(self, conn: psycopg.Connection[Any]) -> None:
+        """Wait for the other limited claims of this schema to commit (a transaction-held lock;
+        taking it twice in one transaction is harmless)."""
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"callschedule-limited-claim:{self.schema}"]
+        )
 
     def _claim_work(
         self,
@@ -1032,10 +1079,7 @@ class PostgresStore(Store):
 
         def work(conn: psycopg.Connection[Any]) -> list[Call]:
             if organization_limit is not None:
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                    [f"callschedule-limited-claim:{self.schema}"],
-                )
+                self._take_limited_claim_turn(conn)
             rows = conn.execute(query, params).fetchall()
             # RETURNING keeps no order; callers get the earliest first.
             claimed = sorted(
