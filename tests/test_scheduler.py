@@ -6,11 +6,12 @@ import asyncio
 import datetime as dt
 import threading
 import time
+import uuid
 from typing import Any
 
 import attrs
 import pytest
-from tests.conftest import SEED_NOW
+from tests.conftest import SEED_NOW, at
 
 from callschedule import (
     CallingWindow,
@@ -67,6 +68,21 @@ def test_the_seed_example_through_the_library(scheduler: CallScheduler) -> None:
         "updated_at": SEED_NOW * 1000,
         "source": "library",
     }
+
+
+def test_made_ids_are_uuid7_in_the_order_they_were_made(scheduler: CallScheduler, frozen: Any) -> None:
+    made, millis = [], []
+    for step in range(3):
+        frozen.move_to(at(SEED_NOW) + dt.timedelta(milliseconds=10 * step))
+        millis += [time.time_ns() // 1_000_000] * 2
+        made += [
+            scheduler.create_call(organization_id=ORG, scheduled_timestamp=SEED_NOW + 60) for _ in range(2)
+        ]
+    ids = [uuid.UUID(call.call_id.removeprefix("call_")) for call in made]
+    assert len(set(ids)) == 6
+    assert all(made_id.version == 7 for made_id in ids)
+    assert [made_id.int >> 80 for made_id in ids] == millis  # the 48-bit millisecond it was made in
+    assert sorted(ids[0:2]) < sorted(ids[2:4]) < sorted(ids[4:6])
 
 
 def test_every_change_raises_version_and_appends_one_event(scheduler: CallScheduler) -> None:

@@ -10,7 +10,9 @@ import importlib
 import json
 import logging
 import math
+import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -57,6 +59,26 @@ T = TypeVar("T")
 _Committed = tuple[Call, Sequence[Event]] | None
 
 DEFAULT_URL = "sqlite:///callschedule.db"
+
+
+def _new_call_id() -> str:
+    """A new call id, ``call_`` and a UUID version 7 (RFC 9562): unique, and ordered by the
+    millisecond it was made in.
+
+    Time-ordered ids land at the end of the stores' indexes by call id, so a create writes the
+    same few index pages as the one before it; random ids (version 4) would touch a random page
+    of every such index, which costs page writes on every commit and cache misses once the
+    table outgrows memory.
+    """
+    if _uuid7 is not None:
+        return f"call_{_uuid7()}"
+    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    rand_a = int.from_bytes(os.urandom(2), "big") & (1 << 12) - 1
+    rand_b = int.from_bytes(os.urandom(8), "big") & (1 << 62) - 1
+    return f"call_{uuid.UUID(int=ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)}"
+
+
+_uuid7: Callable[[], uuid.UUID] | None = getattr(uuid, "uuid7", None)  # Python 3.14 and later
 
 
 @attrs.define
@@ -183,7 +205,8 @@ class CallScheduler:
 
         With a ``call_id`` of your choosing the create is idempotent: repeating it returns the
         existing call, unless that call has a different payload, time zone or (if never moved)
-        time, which raises :class:`Conflict`. Without one, an id ``call_<uuid4>`` is made.
+        time, which raises :class:`Conflict`. Without one, an id ``call_<uuid7>`` is made (a UUID
+        version 7: ids made later sort later).
 
         :raises InvalidInput: a bad argument (nothing is written).
         :raises ScheduleRejected: a rule refuses the time (calling window in ``shift`` mode moves it instead).
@@ -270,7 +293,7 @@ class CallScheduler:
         """Check the arguments, apply the rules; the new call, its event and the requested time."""
         organization_id = _validation.identifier("organization_id", organization_id)
         requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
-        call_id = f"call_{uuid.uuid4()}" if call_id is None else _validation.identifier("call_id", call_id)
+        call_id = _new_call_id() if call_id is None else _validation.identifier("call_id", call_id)
         timezone = _validation.timezone("timezone", timezone)
         payload = _validation.payload("payload", payload)
         source = _source(source)
