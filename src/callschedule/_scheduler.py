@@ -13,7 +13,6 @@ import math
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -70,15 +69,16 @@ def _new_call_id() -> str:
     of every such index, which costs page writes on every commit and cache misses once the
     table outgrows memory.
     """
-    if _uuid7 is not None:
-        return f"call_{_uuid7()}"
-    ms = time.time_ns() // 1_000_000 & (1 << 48) - 1
-    rand_a = int.from_bytes(os.urandom(2), "big") & (1 << 12) - 1
-    rand_b = int.from_bytes(os.urandom(8), "big") & (1 << 62) - 1
-    return f"call_{uuid.UUID(int=ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b)}"
-
-
-_uuid7: Callable[[], uuid.UUID] | None = getattr(uuid, "uuid7", None)  # Python 3.14 and later
+    rand = int.from_bytes(os.urandom(10), "big")  # 12 + 62 random bits (and 6 unused)
+    value = (
+        (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80  # the Unix millisecond
+        | 0x7000 << 64  # version 7
+        | (rand >> 64 & 0xFFF) << 64
+        | 0x8000_0000_0000_0000  # the RFC 9562 variant
+        | rand & 0x3FFF_FFFF_FFFF_FFFF
+    )
+    text = f"{value:032x}"  # formatted here: twice as fast as str(uuid.UUID(int=value))
+    return f"call_{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 @attrs.define
