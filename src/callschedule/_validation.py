@@ -72,16 +72,27 @@ def payload(field: str, value: object) -> dict[str, Any]:
 
 def json_text(field: str, value: object) -> str:
     """``value`` as JSON text, or :class:`InvalidInput` on ``field`` if it has no faithful JSON form."""
-    if _depth(value) > MAX_PAYLOAD_DEPTH:
-        raise InvalidInput(field, f"nested more than {MAX_PAYLOAD_DEPTH} levels deep")
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text = _STRICT_JSON(value)
         text.encode("utf-8")
     except UnicodeEncodeError:
+        _check_depth(field, value)
         raise InvalidInput(field, "contains text that is not valid Unicode (a lone surrogate)") from None
     except (TypeError, ValueError, RecursionError) as exc:
+        _check_depth(field, value)
         raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
+    # Nesting needs an opening bracket per level: few brackets, no deep nesting (the common case).
+    if text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH:
+        _check_depth(field, value)
     return text
+
+
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+
+
+def _check_depth(field: str, value: object) -> None:
+    if _depth(value) > MAX_PAYLOAD_DEPTH:
+        raise InvalidInput(field, f"nested more than {MAX_PAYLOAD_DEPTH} levels deep")
 
 
 def text(field: str, value: object) -> str:

@@ -165,6 +165,10 @@ def _locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+#: ``json.dumps`` without its check of keyword arguments on every call.
+_to_json = json.JSONEncoder().encode
+
+
 def _call_row(call: Call) -> tuple[Any, ...]:
     return (
         call.organization_id,
@@ -172,7 +176,7 @@ def _call_row(call: Call) -> tuple[Any, ...]:
         call.scheduled_timestamp,
         call.execution_status.value,
         call.timezone,
-        json.dumps(call.payload),
+        _to_json(call.payload),
         call.attempts,
         call.reschedule_count,
         call.version,
@@ -180,7 +184,7 @@ def _call_row(call: Call) -> tuple[Any, ...]:
         call.updated_at,
         call.lease_owner,
         call.lease_expires_at,
-        None if call.outcome is None else json.dumps(call.outcome),
+        None if call.outcome is None else _to_json(call.outcome),
     )
 
 
@@ -213,7 +217,7 @@ def _event_row(event: Event) -> tuple[Any, ...]:
         event.type.value,
         event.timestamp,
         event.event,
-        json.dumps(event.data),
+        _to_json(event.data),
         event.source.value,
     )
 
