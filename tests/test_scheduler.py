@@ -298,6 +298,22 @@ def test_bad_arguments_are_refused_with_the_field_named(scheduler: CallScheduler
     assert [c.call_id for c in scheduler.list_calls(ORG).calls] == ["c"]
 
 
+def test_payload_nesting_limit_counts_levels_not_brackets(scheduler: CallScheduler) -> None:
+    from callschedule._validation import MAX_PAYLOAD_DEPTH
+
+    # brackets inside strings are text, however many; the limit is on levels of nesting
+    shallow = {"note": "{[" * 500, "list": [[1], [2], {"x": [3]}] * 40}
+    assert scheduler.create_call(ORG, SEED_NOW + 60, payload=shallow).payload == shallow
+    assert scheduler.create_call(ORG, SEED_NOW + 60, payload=_nested(MAX_PAYLOAD_DEPTH - 1)).payload
+    with pytest.raises(InvalidInput, match=f"nested more than {MAX_PAYLOAD_DEPTH} levels deep"):
+        scheduler.create_call(ORG, SEED_NOW + 60, payload=_nested(MAX_PAYLOAD_DEPTH))
+    # too deep and not JSON besides: the depth is what the error names
+    too_deep = _nested(MAX_PAYLOAD_DEPTH + 5)
+    too_deep["bad"] = float("nan")
+    with pytest.raises(InvalidInput, match="levels deep"):
+        scheduler.create_call(ORG, SEED_NOW + 60, payload=too_deep)
+
+
 def _nested(depth: int) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     for _ in range(depth):
