@@ -705,6 +705,11 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   fsync with far less code to run after it, so the faster a machine's fsync, the further below
   0.70x the FULL ratios fall: 0.71x on a machine whose raw FULL loop did 3,000 changes a second,
   0.65-0.70x on one doing 4,500-4,800.
+- B1 depends on the ids the library makes: with random ids (UUID version 4) each create touched a
+  random leaf of the primary key and of the events' index, about one more WAL frame a commit than
+  the raw loop's ordered ids and twice the page reads (`strace -c`, 3,000 creates: 54,302 page
+  writes against 48,346), and B1 FULL stood at 0.66-0.67x. Made ids are now UUID version 7,
+  ordered by time (51,699 page writes), and B1 FULL is 0.76-0.77x on the same machine.
 - B2c with threads: when 32 threads each read, plan and write their own change, every SQLite call
   releases the interpreter lock, so they hand it over about 14 times a change (about 28 context
   switches a change, 40% of the CPU in the kernel waking threads), and the thread committing a
@@ -739,7 +744,10 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   CPU in the kernel (waking the committer, which waits for the interpreter lock after its fsync).
   Merging the updates of a batch into one statement costs more CPU than running them one by one
   when measured alone, but under HTTP it is 2-4% faster: every SQLite call hands the interpreter
-  lock to the waiting committer.
+  lock to the waiting committer. Running the batch's statements on the committer thread instead
+  of the loop (so SQLite's own work overlaps the loop's Python) made no difference in three
+  interleaved runs: on two cores shared with the load generator, what bounds B6 is the
+  interpreter-lock time per request, wherever it is spent.
 
 ## Reproduce
 ```
