@@ -310,8 +310,17 @@ def test_payload_nesting_limit_counts_levels_not_brackets(scheduler: CallSchedul
     # too deep and not JSON besides: the depth is what the error names
     too_deep = _nested(MAX_PAYLOAD_DEPTH + 5)
     too_deep["bad"] = float("nan")
-    with pytest.raises(InvalidInput, match="levels deep"):
+    with pytest.raises(InvalidInput, match="levels deep") as info:
         scheduler.create_call(ORG, SEED_NOW + 60, payload=too_deep)
+    assert info.value.__context__ is None  # no encoder traceback chained to it
+
+    # the depth counted is that of what would be stored, however a mapping reports its values
+    class Opaque(dict):  # type: ignore[type-arg]
+        def values(self) -> Any:
+            return []
+
+    with pytest.raises(InvalidInput, match="levels deep"):
+        scheduler.create_call(ORG, SEED_NOW + 60, payload=Opaque(deep=_nested(MAX_PAYLOAD_DEPTH)))
 
 
 def _nested(depth: int) -> dict[str, Any]:

@@ -76,23 +76,28 @@ def json_text(field: str, value: object) -> str:
         text = _STRICT_JSON(value)
         text.encode("utf-8")
     except UnicodeEncodeError:
-        _check_depth(field, value)
-        raise InvalidInput(field, "contains text that is not valid Unicode (a lone surrogate)") from None
+        problem = "contains text that is not valid Unicode (a lone surrogate)"
     except (TypeError, ValueError, RecursionError) as exc:
-        _check_depth(field, value)
-        raise InvalidInput(field, f"not JSON-serialisable: {exc}") from None
-    # Nesting needs an opening bracket per level: few brackets, no deep nesting (the common case).
-    if text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH:
-        _check_depth(field, value)
-    return text
+        problem = f"not JSON-serialisable: {exc}"
+    else:
+        # Each level of nesting opens a bracket: few brackets, no deep nesting (the common case).
+        # Otherwise the depth is measured on what the text reads back as, which is what is stored.
+        if (
+            text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH
+            and _depth(json.loads(text)) > MAX_PAYLOAD_DEPTH
+        ):
+            raise _too_deep(field)
+        return text
+    if _depth(value) > MAX_PAYLOAD_DEPTH:  # too deep is the error to name, whatever else is wrong
+        raise _too_deep(field)
+    raise InvalidInput(field, problem)
 
 
 _STRICT_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
 
 
-def _check_depth(field: str, value: object) -> None:
-    if _depth(value) > MAX_PAYLOAD_DEPTH:
-        raise InvalidInput(field, f"nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+def _too_deep(field: str) -> InvalidInput:
+    return InvalidInput(field, f"nested more than {MAX_PAYLOAD_DEPTH} levels deep")
 
 
 def text(field: str, value: object) -> str:
