@@ -710,6 +710,11 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   the raw loop's ordered ids and twice the page reads (`strace -c`, 3,000 creates: 54,302 page
   writes against 48,346), and B1 FULL stood at 0.66-0.67x. Made ids are now UUID version 7,
   ordered by time (51,699 page writes), and B1 FULL is 0.76-0.77x on the same machine.
+- B2 reads the call before it writes it: the rules, the status check and the event's previous
+  time need it, and the raw loop, a blind conditional UPDATE, does not read. The raw loop with that
+  one SELECT added before each transaction runs at 0.85x of itself (2,541 against 2,997 changes/s
+  at FULL, medians of 5); inside the write transaction it was no faster (2,278/s). So B2 FULL
+  lands at 0.65-0.71x from run to run on this machine, against B1's 0.76-0.79x.
 - B2c with threads: when 32 threads each read, plan and write their own change, every SQLite call
   releases the interpreter lock, so they hand it over about 14 times a change (about 28 context
   switches a change, 40% of the CPU in the kernel waking threads), and the thread committing a
