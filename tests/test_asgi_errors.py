@@ -240,7 +240,7 @@ def test_bad_body_is_400_naming_the_field(org: Tenant, client: TestClient, body:
     response = client.put(SCHEDULE, content=body, headers={"Content-Type": "application/json", **org.headers})
 
     payload = _assert_error(response, 400, "invalid_request")
-    assert payload["error"]["details"]["field"].removeprefix("$.") == field
+    assert payload["error"]["details"]["field"] == (field if field == "$" else f"$.{field}")
     assert field in payload["message"]
     if field != "$":
         assert payload["message"].count(field) == 1, payload["message"]  # said once, plainly
@@ -521,7 +521,7 @@ def test_bad_create_is_400_and_creates_nothing(
     response = client.post("/api/calls", json=body, headers=org.headers)
 
     payload = _assert_error(response, 400, "invalid_request")
-    assert payload["error"]["details"]["field"].removeprefix("$.") == field
+    assert payload["error"]["details"]["field"] == f"$.{field}"  # a field of the body, however refused
     assert [c.call_id for c in scheduler.list_calls(ORG).calls] == [SEED_CALL_ID]
 
 
@@ -560,6 +560,7 @@ def test_bad_cancel_body_is_400(org: Tenant, client: TestClient) -> None:
     [
         pytest.param(b'{"to": "\\ud800"}', id="lone-surrogate"),
         pytest.param(b'{"to": ' + b"[" * 200 + b"]" * 200 + b"}", id="nested-200-deep"),
+        pytest.param(b'{"gain": 1e400}', id="number-beyond-a-float"),
     ],
 )
 def test_a_payload_without_a_faithful_json_form_is_400_and_creates_nothing(
@@ -571,8 +572,20 @@ def test_a_payload_without_a_faithful_json_form_is_400_and_creates_nothing(
     )
 
     answer = _assert_error(response, 400, "invalid_request")
-    assert answer["error"]["details"]["field"] == "payload"
+    assert answer["error"]["details"]["field"] == "$.payload"
+    assert answer["message"].startswith("$.payload: ")
     assert [c.call_id for c in scheduler.list_calls(ORG).calls] == [SEED_CALL_ID]
+
+
+def test_a_payload_number_beyond_a_float_is_named_as_such(org: Tenant, client: TestClient) -> None:
+    body = b'{"scheduled_timestamp": %d, "payload": {"gain": 1e400}}' % (SEED_NOW + 60)
+    response = client.post(
+        "/api/calls", content=body, headers={**org.headers, "Content-Type": "application/json"}
+    )
+
+    answer = _assert_error(response, 400, "invalid_request")
+    assert "infinite" in answer["error"]["details"]["problem"]
+    assert "serialisable" not in answer["message"]
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -586,7 +599,7 @@ def test_a_cancel_reason_that_is_not_unicode_is_400_and_cancels_nothing(
     )
 
     answer = _assert_error(response, 400, "invalid_request")
-    assert answer["error"]["details"]["field"] == "reason"
+    assert answer["error"]["details"]["field"] == "$.reason"
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,15 @@ def test_payload_nesting_limit_counts_levels_not_brackets(scheduler: CallSchedul
         scheduler.create_call(ORG, SEED_NOW + 60, payload=Opaque(deep=_nested(MAX_PAYLOAD_DEPTH)))
 
 
+def test_a_refused_payload_is_not_repeated_in_the_error(scheduler: CallScheduler) -> None:
+    # a payload is the callee's personal data: errors name what is wrong, not what it holds
+    for bad in ([{"to": "+15551234567"}], {1: "+15551234567"}, {"to": "+15551234567", "x": float("inf")}):
+        with pytest.raises(InvalidInput) as info:
+            scheduler.create_call(ORG, SEED_NOW + 60, payload=bad)  # type: ignore[arg-type]
+        assert info.value.field == "payload"
+        assert "5551234567" not in str(info.value)
+
+
 def _nested(depth: int) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     for _ in range(depth):

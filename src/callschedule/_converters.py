@@ -176,7 +176,7 @@ def reschedule_to_wire(result: RescheduleResult) -> dict[str, Any]:
 def structure_request(body: Any, cls: type[T]) -> T:
     """Structure a decoded JSON body into ``cls``; :class:`InvalidInput` names the bad field."""
     if not isinstance(body, dict):
-        raise InvalidInput("$", f"expected a JSON object, got {type(body).__name__}")
+        raise InvalidInput("$", f"expected a JSON object, got {_json_kind(body)}")
     try:
         return converter.structure(body, cls)
     except cattrs.BaseValidationError as exc:

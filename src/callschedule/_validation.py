@@ -64,8 +64,11 @@ def payload(field: str, value: object) -> dict[str, Any]:
     """
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise InvalidInput(field, f"expected a JSON object, got {_kind(value)}")
+    # The messages name types only: a payload is the callee's personal data, kept out of errors.
+    if not isinstance(value, dict):
+        raise InvalidInput(field, f"expected a JSON object (a dict), got {type(value).__name__}")
+    if not all(isinstance(k, str) for k in value):
+        raise InvalidInput(field, "expected a JSON object: its keys must be strings")
     stored: dict[str, Any] = json.loads(json_text(field, value))
     return stored
 
@@ -77,7 +80,14 @@ def json_text(field: str, value: object) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         problem = "contains text that is not valid Unicode (a lone surrogate)"
-    except (TypeError, ValueError, RecursionError) as exc:
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            problem = (
+                "holds NaN or an infinite number (one too large for a float, such as 1e400, is infinite)"
+            )
+        else:
+            problem = f"not JSON-serialisable: {exc}"
+    except (TypeError, RecursionError) as exc:
         problem = f"not JSON-serialisable: {exc}"
     else:
         # Each level of nesting opens a bracket: few brackets, no deep nesting (the common case).

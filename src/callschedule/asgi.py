@@ -178,8 +178,13 @@ def error_response(exc: BaseException) -> Response:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _answers_errors(endpoint: Endpoint) -> Endpoint:
-    """Turn whatever ``endpoint`` raises into the error envelope (see :data:`HTTP_STATUS`)."""
+def _answers_errors(endpoint: Endpoint, body: type | None = None) -> Endpoint:
+    """Turn whatever ``endpoint`` raises into the error envelope (see :data:`HTTP_STATUS`).
+
+    A bad value the core refuses in a field of the request's ``body`` (an attrs class) is named
+    as the body's field, ``$.payload``, as the body's type errors are; a path or query
+    parameter keeps its bare name."""
+    in_body = frozenset(field.name for field in attrs.fields(body)) if body is not None else frozenset()
 
     @functools.wraps(endpoint)
     async def wrapper(request: Request) -> Response:
@@ -188,10 +193,19 @@ def _answers_errors(endpoint: Endpoint) -> Endpoint:
         except ClientDisconnect:
             # Nobody is left to read an answer, and nothing was changed: not a server error.
             return Response(status_code=400)
+        except InvalidInput as exc:
+            if exc.field in in_body:
+                return error_response(InvalidInput(f"$.{exc.field}", exc.problem))
+            return error_response(exc)
         except Exception as exc:
             return error_response(exc)
 
     return wrapper
+
+
+def _body_of(body: type) -> Callable[[Endpoint], Endpoint]:
+    """:func:`_answers_errors` for an endpoint that reads a ``body``."""
+    return functools.partial(_answers_errors, body=body)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
@@ -322,7 +336,7 @@ def create_app(
     # The three changes: on the loop, only the commit is awaited (the *_async methods); in the
     # thread pool, the whole request is one job.
 
-    @_answers_errors
+    @_body_of(ScheduleRequest)
     async def schedule(request: Request) -> Response:
         body = await _read_body(request, max_body_size)
         call_id: str = request.path_params["call_id"]
@@ -344,7 +358,7 @@ def create_app(
             result = await run_in_threadpool(work)
         return _envelope(200, "Scheduled call time updated successfully", reschedule_to_wire(result))
 
-    @_answers_errors
+    @_body_of(CreateCallRequest)
     async def create_call(request: Request) -> Response:
         body = await _read_body(request, max_body_size)
 
@@ -369,7 +383,7 @@ def create_app(
             data = await run_in_threadpool(work)
         return _envelope(201, "Call scheduled successfully", data)
 
-    @_answers_errors
+    @_body_of(CancelRequest)
     async def cancel(request: Request) -> Response:
         body = await _read_body(request, max_body_size)
         call_id: str = request.path_params["call_id"]
