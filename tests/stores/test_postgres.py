@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -671,6 +672,49 @@ def test_a_worker_round_s_outcomes_and_next_claim_are_one_transaction(store: Any
     assert rows[0][1] == rows[1][1], "the outcome and the claim were committed apart"
     events = admin(f'SELECT DISTINCT xmin::text FROM "{schema}".events WHERE timestamp = %s', (NOW_MS + 5,))
     assert len(events) == 1
+
+
+def test_a_limited_round_waits_for_the_claim_turn_before_locking_its_outcome_rows(
+    store: Any, schema: str
+) -> None:
+    """A round with an organization limit takes the limited-claim turn before any row lock:
+    a limited claim holding the turn waits on rows (no SKIP LOCKED), so a round that locked its
+    outcome rows first and then waited for the turn could deadlock with it."""
+    held, done = completed_and_moved_on(store)
+    turn = f"callschedule-limited-claim:{schema}"
+    with psycopg.connect(BASE_URL) as holder:  # another worker's limited claim, holding the turn
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [turn])
+        event = _events.completed(done, NOW_MS + 5, {"ok": True}, Source.WORKER)
+        with ThreadPoolExecutor(1) as pool:
+            round_ = pool.submit(
+                store.update_calls_and_claim_due,
+                [(done, held.version, [event])],
+                now=NOW,
+                now_ms=NOW_MS + 5,
+                limit=10,
+                lease_owner="w1",
+                lease_expires_at=NOW_MS + 30_000,
+                organization_limit=2,
+            )
+            for _ in range(500):  # until the round waits for the turn (at most 10 s)
+                if admin(
+                    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND objid::bigint = hashtext(%s)::bigint & 4294967295",
+                    (turn,),
+                ):
+                    break
+                assert not round_.done(), f"the round did not wait for the turn: {round_.result()}"
+                time.sleep(0.02)
+            else:
+                pytest.fail("the round never waited for the claim turn")
+            # The round waits with no row of its own locked: the holder can take its outcome row.
+            holder.execute(
+                f'SELECT 1 FROM "{schema}".calls WHERE call_id = %s FOR UPDATE NOWAIT', [held.call_id]
+            )
+            holder.rollback()  # the turn is free again, and the round goes on
+            results, claimed = round_.result(timeout=30)
+    assert results == [done]
+    assert [c.call_id for c in claimed] == ["call-2"]
 
 
 def test_a_worker_round_whose_commit_answer_was_lost_keeps_its_outcomes_and_leaves_the_claim_to_the_lease(
