@@ -648,7 +648,9 @@ def completed_and_moved_on(store: Any) -> tuple[Call, Call]:
     return held, done
 
 
-def outcomes_and_claim(store: Any, done: Call, held: Call) -> tuple[list[Any], list[Call]]:
+def outcomes_and_claim(
+    store: Any, done: Call, held: Call, organization_limit: int | None = None
+) -> tuple[list[Any], list[Call]]:
     event = _events.completed(done, NOW_MS + 5, {"ok": True}, Source.WORKER)
     result: tuple[list[Any], list[Call]] = store.update_calls_and_claim_due(
         [(done, held.version, [event])],
@@ -657,6 +659,7 @@ def outcomes_and_claim(store: Any, done: Call, held: Call) -> tuple[list[Any], l
         limit=10,
         lease_owner="w1",
         lease_expires_at=NOW_MS + 30_000,
+        organization_limit=organization_limit,
     )
     return result
 
@@ -684,18 +687,8 @@ def test_a_limited_round_waits_for_the_claim_turn_before_locking_its_outcome_row
     turn = f"callschedule-limited-claim:{schema}"
     with psycopg.connect(BASE_URL) as holder:  # another worker's limited claim, holding the turn
         holder.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [turn])
-        event = _events.completed(done, NOW_MS + 5, {"ok": True}, Source.WORKER)
         with ThreadPoolExecutor(1) as pool:
-            round_ = pool.submit(
-                store.update_calls_and_claim_due,
-                [(done, held.version, [event])],
-                now=NOW,
-                now_ms=NOW_MS + 5,
-                limit=10,
-                lease_owner="w1",
-                lease_expires_at=NOW_MS + 30_000,
-                organization_limit=2,
-            )
+            round_ = pool.submit(outcomes_and_claim, store, done, held, organization_limit=2)
             for _ in range(500):  # until the round waits for the turn (at most 10 s)
                 if admin(
                     "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
