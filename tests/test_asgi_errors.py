@@ -16,6 +16,7 @@ from callschedule import (
     CallingWindow,
     CallScheduler,
     ExecutionStatus,
+    InvalidInput,
     ScheduleRejected,
     SchedulingPolicy,
     hookimpl,
@@ -412,6 +413,35 @@ def test_too_many_reschedules_is_422(url: str, path: str) -> None:
         body = _assert_error(second, 422, "schedule_rejected")
         assert body["error"]["details"]["rule"] == "max_reschedules"
         assert snapshot(scheduler, ORG, SEED_CALL_ID) == before
+
+
+class _TooSoon(InvalidInput):
+    """A plugin's own refusal of a body field's value, with its own code and details."""
+
+    code = "too_soon"
+
+    def details(self) -> Any:
+        return {**super().details(), "minimum_notice_s": 3600}
+
+
+@pytest.mark.usefixtures("unchanged")
+def test_a_plugins_invalid_input_on_a_body_field_keeps_its_code_and_details(
+    org: Tenant, client: TestClient, interference: Interference
+) -> None:
+    def too_soon(call: Any, requested: int) -> None:
+        raise _TooSoon("scheduled_timestamp", "at least an hour's notice")
+
+    interference.action = too_soon
+
+    response = client.put(SCHEDULE, json={"scheduled_timestamp": 1748460000}, headers=org.headers)
+
+    body = _assert_error(response, 400, "too_soon")
+    assert body["message"] == "$.scheduled_timestamp: at least an hour's notice"
+    assert body["error"]["details"] == {
+        "field": "$.scheduled_timestamp",
+        "problem": "at least an hour's notice",
+        "minimum_notice_s": 3600,
+    }
 
 
 @pytest.mark.usefixtures("unchanged")

@@ -85,6 +85,8 @@ def json_text(field: str, value: object) -> str:
             problem = (
                 "holds NaN or an infinite number (one too large for a float, such as 1e400, is infinite)"
             )
+        elif "integer string conversion" in str(exc):  # the interpreter's limit on int-to-text
+            problem = "holds an integer too long to write as text"
         else:
             problem = f"not JSON-serialisable: {exc}"
     except (TypeError, RecursionError) as exc:

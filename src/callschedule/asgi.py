@@ -194,8 +194,9 @@ def _answers_errors(endpoint: Endpoint, body: type | None = None) -> Endpoint:
             # Nobody is left to read an answer, and nothing was changed: not a server error.
             return Response(status_code=400)
         except InvalidInput as exc:
-            if exc.field in in_body:
-                return error_response(InvalidInput(f"$.{exc.field}", exc.problem))
+            if exc.field in in_body:  # renamed in place: a plugin's subclass keeps its code and details
+                exc.field = f"$.{exc.field}"
+                exc.args = (f"{exc.field}: {exc.problem}",)
             return error_response(exc)
         except Exception as exc:
             return error_response(exc)
