@@ -69,12 +69,13 @@ def payload(field: str, value: object) -> dict[str, Any]:
         raise InvalidInput(field, f"expected a JSON object (a dict), got {type(value).__name__}")
     if not all(isinstance(k, str) for k in value):
         raise InvalidInput(field, "expected a JSON object: its keys must be strings")
-    stored: dict[str, Any] = json.loads(json_text(field, value))
+    stored: dict[str, Any] = _as_stored(field, value)
     return stored
 
 
-def json_text(field: str, value: object) -> str:
-    """``value`` as JSON text, or :class:`InvalidInput` on ``field`` if it has no faithful JSON form."""
+def _as_stored(field: str, value: object) -> Any:
+    """``value`` as it reads back from its JSON text, or :class:`InvalidInput` on ``field`` if
+    it has no faithful JSON form or nests too deeply."""
     try:
         text = _STRICT_JSON(value)
         text.encode("utf-8")
@@ -92,14 +93,12 @@ def json_text(field: str, value: object) -> str:
     except (TypeError, RecursionError) as exc:
         problem = f"not JSON-serialisable: {exc}"
     else:
+        stored = json.loads(text)
         # Each level of nesting opens a bracket: few brackets, no deep nesting (the common case).
-        # Otherwise the depth is measured on what the text reads back as, which is what is stored.
-        if (
-            text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH
-            and _depth(json.loads(text)) > MAX_PAYLOAD_DEPTH
-        ):
+        # Otherwise the depth is measured on what is stored.
+        if text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH and _depth(stored) > MAX_PAYLOAD_DEPTH:
             raise _too_deep(field)
-        return text
+        return stored
     if _depth(value) > MAX_PAYLOAD_DEPTH:  # too deep is the error to name, whatever else is wrong
         raise _too_deep(field)
     raise InvalidInput(field, problem)

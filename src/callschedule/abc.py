@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from callschedule._clock import Clock
 from callschedule._model import ApiKey, Call, Event, ExecutionStatus
@@ -212,3 +213,28 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for stores without resources
         """Release connections and files."""
+
+
+_Round = TypeVar("_Round", bound=Callable[..., Any])
+
+
+def _one_transaction_round(method: _Round) -> _Round:
+    """Mark a store's own :meth:`Store.update_calls_and_claim_due`, which runs the changes and
+    the claim in one transaction. A subclass that overrides ``update_calls`` or ``claim_due``
+    gets the default instead, which calls the two as that subclass defined them."""
+    combined_for: dict[type, bool] = {}  # per concrete class: may it run ``method``?
+
+    @functools.wraps(method)
+    def round_(self: Store, changes: Sequence[tuple[Call, int, Sequence[Event]]], **claim: Any) -> Any:
+        cls = type(self)
+        combined = combined_for.get(cls)
+        if combined is None:
+            owner = next(c for c in cls.__mro__ if c.__dict__.get(method.__name__) is round_)
+            combined = combined_for[cls] = all(
+                getattr(cls, name) is getattr(owner, name) for name in ("update_calls", "claim_due")
+            )
+        if not combined:
+            return Store.update_calls_and_claim_due(self, changes, **claim)
+        return method(self, changes, **claim)
+
+    return round_  # type: ignore[return-value]

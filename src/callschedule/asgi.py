@@ -196,7 +196,6 @@ def _answers_errors(endpoint: Endpoint, body: type | None = None) -> Endpoint:
         except InvalidInput as exc:
             if exc.field in in_body:  # renamed in place: a plugin's subclass keeps its code and details
                 exc.field = f"$.{exc.field}"
-                exc.args = (f"{exc.field}: {exc.problem}",)
             return error_response(exc)
         except Exception as exc:
             return error_response(exc)

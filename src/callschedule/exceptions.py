@@ -29,6 +29,9 @@ class InvalidInput(CallScheduleError, ValueError):
         self.problem = problem
         super().__init__(f"{field}: {problem}")
 
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}"  # from the fields, should the field be renamed
+
     def details(self) -> Any:
         return {"field": self.field, "problem": self.problem}
 

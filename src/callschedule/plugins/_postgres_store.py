@@ -54,7 +54,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from callschedule import _events
 from callschedule._clock import Clock
 from callschedule._model import ApiKey, Call, Event, EventType, ExecutionStatus, Source
-from callschedule.abc import Store
+from callschedule.abc import Store, _one_transaction_round
 from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict, InvalidInput
 
 T = TypeVar("T")
@@ -966,6 +966,7 @@ class PostgresStore(Store):
 
         return self._run(work, verify=verify)
 
+    @_one_transaction_round
     def update_calls_and_claim_due(
         self,
         changes: Sequence[tuple[Call, int, Sequence[Event]]],
@@ -978,19 +979,8 @@ class PostgresStore(Store):
         organization_limit: int | None = None,
     ) -> tuple[list[Call | CallScheduleError], list[Call]]:
         """The changes (each refused on its own) and then the claim, in one transaction: one
-        commit where the two operations would make two."""
-        cls = type(self)
-        if cls.update_calls is not PostgresStore.update_calls or cls.claim_due is not PostgresStore.claim_due:
-            # A subclass that changed either operation gets them called as it defined them.
-            return super().update_calls_and_claim_due(
-                changes,
-                now=now,
-                now_ms=now_ms,
-                limit=limit,
-                lease_owner=lease_owner,
-                lease_expires_at=lease_expires_at,
-                organization_limit=organization_limit,
-            )
+        commit where the two operations would make two (a subclass that overrides either gets
+        them called as it defined them)."""
         updates, last = self._batch_work(changes) if changes else (None, [])
         claim = (
             self._claim_work(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)

@@ -39,7 +39,7 @@ from sqlite_utils.migrations import Migrations
 
 from callschedule import _events
 from callschedule._model import ApiKey, Call, Event, EventType, ExecutionStatus, Source
-from callschedule.abc import Store
+from callschedule.abc import Store, _one_transaction_round
 from callschedule.exceptions import CallNotFound, CallScheduleError, Conflict, InvalidInput, StoreClosed
 from callschedule.hookspecs import hookimpl
 
@@ -994,6 +994,7 @@ class SQLiteStore(Store):
             _prepare_claim(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)
         )
 
+    @_one_transaction_round
     def update_calls_and_claim_due(
         self,
         changes: Sequence[tuple[Call, int, Sequence[Event]]],
@@ -1006,19 +1007,8 @@ class SQLiteStore(Store):
         organization_limit: int | None = None,
     ) -> tuple[list[Call | CallScheduleError], list[Call]]:
         """The changes (each refused on its own) and then the claim, in one transaction: one
-        commit where the two operations would make two."""
-        cls = type(self)
-        if cls.update_calls is not SQLiteStore.update_calls or cls.claim_due is not SQLiteStore.claim_due:
-            # A subclass that changed either operation gets them called as it defined them.
-            return super().update_calls_and_claim_due(
-                changes,
-                now=now,
-                now_ms=now_ms,
-                limit=limit,
-                lease_owner=lease_owner,
-                lease_expires_at=lease_expires_at,
-                organization_limit=organization_limit,
-            )
+        commit where the two operations would make two (a subclass that overrides either gets
+        them called as it defined them)."""
         updates = _prepare_updates(changes)
         claim = _prepare_claim(now, now_ms, limit, lease_owner, lease_expires_at, organization_limit)
 
