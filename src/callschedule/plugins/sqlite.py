@@ -506,6 +506,7 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         self._retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
         conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        conn.execute("PRAGMA temp_store = MEMORY")
         return conn
 
     @staticmethod
