@@ -310,9 +310,7 @@ class CallScheduler:
             created_at=now_ms,
             updated_at=now_ms,
         )
-        self.plugin_manager.hook.callschedule_check_schedule(
-            call=call, requested_timestamp=scheduled, now=now
-        )
+        self._check_schedule(call, scheduled, now)
         return call, _events.created(call, now_ms, source), requested
 
     def _created(self, call: Call, requested: int, inserted: Call | None) -> Call:
@@ -439,7 +437,7 @@ class CallScheduler:
         now_ms = self.clock.now_ms()
         now = now_ms // 1000
         new_time = _rules.decide_reschedule(call, requested, now, self.policy)
-        self.plugin_manager.hook.callschedule_check_schedule(call=call, requested_timestamp=new_time, now=now)
+        self._check_schedule(call, new_time, now)
         moved = attrs.evolve(
             call,
             scheduled_timestamp=new_time,
@@ -806,6 +804,12 @@ class CallScheduler:
                 self._after_commit(result, events)
         self._after_claim(claimed, now_ms)
         return results, claimed
+
+    def _check_schedule(self, call: Call, timestamp: int, now: int) -> None:
+        """The rules plugins add (``callschedule_check_schedule``), on ``call`` at ``timestamp``."""
+        check = self.plugin_manager.hook.callschedule_check_schedule
+        if check.get_hookimpls():  # a hot path: no rule plugin, no call
+            check(call=call, requested_timestamp=timestamp, now=now)
 
     def _commit(self, call: Call, expected_version: int, events: Sequence[Event]) -> Call:
         stored = self.store.update_call(call, expected_version, events)

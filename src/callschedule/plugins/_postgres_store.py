@@ -37,7 +37,6 @@ URL options (removed before the URL reaches libpq, which gets everything else, `
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -51,7 +50,7 @@ import psycopg.errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from callschedule import _events
+from callschedule import _events, _json
 from callschedule._clock import Clock
 from callschedule._model import ApiKey, Call, Event, EventType, ExecutionStatus, Source
 from callschedule.abc import Store, _one_transaction_round
@@ -213,7 +212,7 @@ def _call_params(call: Call) -> dict[str, Any]:
         "scheduled_timestamp": call.scheduled_timestamp,
         "execution_status": call.execution_status.value,
         "timezone": call.timezone,
-        "payload": json.dumps(call.payload),
+        "payload": _json.dumps(call.payload),
         "attempts": call.attempts,
         "reschedule_count": call.reschedule_count,
         "version": call.version,
@@ -221,7 +220,7 @@ def _call_params(call: Call) -> dict[str, Any]:
         "updated_at": call.updated_at,
         "lease_owner": call.lease_owner,
         "lease_expires_at": call.lease_expires_at,
-        "outcome": None if call.outcome is None else json.dumps(call.outcome),
+        "outcome": None if call.outcome is None else _json.dumps(call.outcome),
     }
 
 
@@ -252,7 +251,7 @@ def _event_row(event: Event) -> tuple[Any, ...]:
         event.type.value,
         event.timestamp,
         event.event,
-        json.dumps(event.data),
+        _json.dumps(event.data),
         event.source.value,
     )
 
