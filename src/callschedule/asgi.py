@@ -29,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callschedule import _validation
+from callschedule import _json, _validation
 from callschedule._converters import (
     call_to_wire,
     event_to_wire,
@@ -124,8 +124,8 @@ class CancelRequest:
 # -- the envelope and the error mapping -----------------------------------------------------------
 
 
-#: Starlette's JSONResponse settings, built once instead of for every answer.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: Starlette's JSONResponse settings, as one C call instead of a new encoder for every answer.
+_answer_text = _json.make_dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 class _JSONResponse(JSONResponse):
@@ -134,7 +134,7 @@ class _JSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         try:
-            return _ENCODER.encode(content).encode("utf-8")
+            return _answer_text(content).encode("utf-8")
         except UnicodeEncodeError:
             return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
@@ -248,20 +248,6 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_json(body: bytes, *, optional: bool = False) -> Any:
-    """The decoded JSON body; :class:`InvalidInput` on ``$`` if it is not JSON."""
-    if optional and not body.strip():
-        return {}
-    try:
-        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant, parse_int=_parse_int)
-    except UnicodeDecodeError:
-        raise InvalidInput("$", "the body is not UTF-8 text") from None
-    except RecursionError:
-        raise InvalidInput("$", "the body nests arrays or objects too deeply") from None
-    except ValueError as exc:
-        raise InvalidInput("$", f"the body is not valid JSON ({exc})") from None
-
-
 #: Digits of the longest integer a body may hold: far beyond any timestamp or sensible payload
 #: number, and short of the interpreter's own conversion limit (whose message names its internals).
 _MAX_INT_DIGITS = 100
@@ -273,6 +259,24 @@ def _parse_int(text: str) -> int:
             f"an integer of {len(text.lstrip('-'))} digits; at most {_MAX_INT_DIGITS} are accepted"
         )
     return int(text)
+
+
+#: A body's value: JSON with no NaN or Infinity and no integer of more than 100 digits.
+_body_value = _json.make_loads(json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int))
+
+
+def _parse_json(body: bytes, *, optional: bool = False) -> Any:
+    """The decoded JSON body; :class:`InvalidInput` on ``$`` if it is not JSON."""
+    if optional and not body.strip():
+        return {}
+    try:
+        return _body_value(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidInput("$", "the body is not UTF-8 text") from None
+    except RecursionError:
+        raise InvalidInput("$", "the body nests arrays or objects too deeply") from None
+    except ValueError as exc:
+        raise InvalidInput("$", f"the body is not valid JSON ({exc})") from None
 
 
 def _query_int(query: Mapping[str, str], name: str) -> int | None:
