@@ -41,11 +41,12 @@ def test_dumps_refuses_what_json_cannot_write() -> None:
         _json.dumps({"when": object()})
 
 
-def test_dumps_refuses_a_cyclic_value() -> None:
-    cyclic: dict[str, object] = {}
-    cyclic["self"] = cyclic
+def test_dumps_refuses_nesting_too_deep_as_json_dumps_does() -> None:
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
     with pytest.raises(RecursionError):
-        _json.dumps(cyclic)
+        _json.dumps(deep)
 
 
 @pytest.mark.parametrize("text", ["", "{", "nope", '{"a": 1} trailing', "[1, 2", '{"a" 1}'])
@@ -85,22 +86,58 @@ def test_make_dumps_keeps_a_lone_surrogate_for_the_caller_to_refuse_when_encodin
         text.encode("utf-8")
 
 
-def _no_floats(text: str) -> float:
-    raise ValueError(f"no floats here: {text}")
+def _no_big_ints(text: str) -> int:
+    if len(text) > 3:
+        raise ValueError(f"too long: {text}")
+    return int(text)
 
 
-@pytest.mark.parametrize("text", ['{"a": 1.5}', ' {"a": 1.5}', '{"a": [2.5]} '])
-def test_make_loads_calls_the_decoders_hooks_and_passes_on_their_errors(text: str) -> None:
-    loads = _json.make_loads(json.JSONDecoder(parse_float=_no_floats))
-    with pytest.raises(ValueError, match="no floats here"):
+def _no_constants(name: str) -> None:
+    raise ValueError(f"no {name}")
+
+
+HOOKS = {"parse_int": _no_big_ints, "parse_constant": _no_constants}
+
+
+@pytest.mark.parametrize("text", ['{"a": 12345}', ' {"a": NaN}', '{"a": [-Infinity]} '])
+def test_make_loads_calls_the_hooks_and_passes_on_their_errors(text: str) -> None:
+    loads = _json.make_loads(**HOOKS)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"too long|no "):
         loads(text)
 
 
-@pytest.mark.parametrize("text", ["", "[1,", "\ufeff{}", '{"a": 1} {"b": 2}'])
-def test_make_loads_gives_the_decoders_errors(text: str) -> None:
-    decoder = json.JSONDecoder(parse_float=_no_floats)
+@pytest.mark.parametrize("text", ['{"a": 123}', " [1, 2] ", '"text"\n'])
+def test_make_loads_reads_what_json_loads_reads_with_the_same_hooks(text: str) -> None:
+    assert _json.make_loads(**HOOKS)(text) == json.loads(text, **HOOKS)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["", "[1,", "\ufeff{}", '{"a": 1} {"b": 2}', "\ufeff"])
+@pytest.mark.parametrize("hooks", [{}, HOOKS], ids=["default", "hooks"])
+def test_loads_gives_json_loads_errors_byte_order_mark_included(text: str, hooks: dict[str, object]) -> None:
     with pytest.raises(json.JSONDecodeError) as ours:
-        _json.make_loads(decoder)(text)
+        _json.make_loads(**hooks)(text)  # type: ignore[arg-type]
     with pytest.raises(json.JSONDecodeError) as theirs:
-        decoder.decode(text)
+        json.loads(text, **hooks)  # type: ignore[arg-type]
     assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("data", [b'{"to": "+1555"}', bytearray(b"[1, 2]"), '{"é": 1}'.encode("utf-16")])
+def test_loads_reads_bytes_as_json_loads_does(data: bytes) -> None:
+    assert _json.loads(data) == json.loads(data)
+
+
+def test_dumps_refuses_a_cyclic_value_with_json_dumps_error() -> None:
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    for dumps in (_json.dumps, _json.make_dumps(**ANSWER_SETTINGS)):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="Circular reference detected"):
+            dumps(cyclic)
+
+
+def test_dumps_still_writes_the_next_value_after_refusing_one() -> None:
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    with pytest.raises(ValueError):
+        _json.dumps(cyclic)
+    shared = {"x": 1}
+    assert _json.dumps([shared, shared]) == '[{"x": 1}, {"x": 1}]'

@@ -262,7 +262,7 @@ def _parse_int(text: str) -> int:
 
 
 #: A body's value: JSON with no NaN or Infinity and no integer of more than 100 digits.
-_body_value = _json.make_loads(json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int))
+_body_value = _json.make_loads(parse_constant=_refuse_constant, parse_int=_parse_int)
 
 
 def _parse_json(body: bytes, *, optional: bool = False) -> Any:
