@@ -770,6 +770,13 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   Writing answers and reading bodies through json's C encoder and scanner called directly
   cut 4% of the instructions of a request served in-process (callgrind) and raised B6 by
   about 6% in four interleaved runs (2,504 to 2,664 requests/s; bare 6,345).
+  The fsync is not what bounds it: the same server at `synchronous=NORMAL` served 2,300
+  requests/s against 2,250 at FULL (two runs each). Sampled with `perf` (a software clock on
+  this VM), 9% of the loop thread's time goes to waking the committer thread when it hands it
+  the interpreter lock (`pthread_cond_signal`, a futex wake across the two virtual CPUs), and
+  most of the committer's kernel time to waiting for that lock. Serving the key from memory
+  instead of the store (a test only, not shipped: it would miss a revocation made by another
+  process) raised B6 by 6%, so the read of the key alone is not the missing half either.
 
 ## Reproduce
 ```
