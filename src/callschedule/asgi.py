@@ -16,7 +16,6 @@ This is the only module of callschedule that imports Starlette (the ``asgi`` ext
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
@@ -124,8 +123,10 @@ class CancelRequest:
 # -- the envelope and the error mapping -----------------------------------------------------------
 
 
-#: Starlette's JSONResponse settings, as one C call instead of a new encoder for every answer.
+#: Starlette's JSONResponse settings, as one C call instead of a new encoder for every answer;
+#: the same in ASCII for text that UTF-8 cannot carry.
 _answer_text = _json.make_dumps(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ascii_answer_text = _json.make_dumps(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 class _JSONResponse(JSONResponse):
@@ -136,7 +137,7 @@ class _JSONResponse(JSONResponse):
         try:
             return _answer_text(content).encode("utf-8")
         except UnicodeEncodeError:
-            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+            return _ascii_answer_text(content).encode("ascii")
 
 
 def _envelope(status_code: int, message: str, data: Any) -> Response:
