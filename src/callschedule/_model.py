@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from callschedule import _validation
+
 
 class ExecutionStatus(str, enum.Enum):
     """Where a call is in its life.
@@ -138,6 +140,4 @@ class RescheduleResult:
     @property
     def scheduled_for_human(self) -> str:
         """The new time in RFC 3339 UTC with a ``Z``."""
-        from callschedule._validation import rfc3339
-
-        return rfc3339(self.new_scheduled_timestamp)
+        return _validation.rfc3339(self.new_scheduled_timestamp)

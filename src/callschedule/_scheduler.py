@@ -144,9 +144,16 @@ class CallScheduler:
         if not self.store.serves_event_loop:
             return False
         hook = self.plugin_manager.hook
-        callers = (hook.callschedule_authenticate, hook.callschedule_check_schedule, hook.callschedule_event)
         builtin = _builtin_plugins()
-        return all(impl.plugin in builtin for caller in callers for impl in caller.get_hookimpls())
+        for caller in (
+            hook.callschedule_authenticate,
+            hook.callschedule_check_schedule,
+            hook.callschedule_event,
+        ):
+            for impl in caller.get_hookimpls():
+                if impl.plugin not in builtin:
+                    return False
+        return True
 
     def close(self) -> None:
         """Close the store (changes in progress are answered first)."""
@@ -856,6 +863,7 @@ def _claim_arguments(
     return arguments
 
 
+@functools.cache
 @functools.cache
 def _builtin_plugins() -> frozenset[object]:
     """The modules of the built-in plugins (what they are, not the names they were registered by)."""

@@ -506,15 +506,16 @@ def create_app(
         return JSONResponse(openapi_document(server_url=server_url))
 
     calls = _ByMethod({"GET": _api(list_calls), "POST": _api(create_call, CreateCallRequest)})
+    # The router tries routes in order; the documented endpoint, the busiest, comes first.
     routes = [
-        Route(f"{prefix}/calls", calls, methods=["GET", "POST"], name="calls"),
-        Route(f"{prefix}/calls/{{call_id}}", _api(get_call), methods=["GET"], name="get_call"),
         Route(
             f"{prefix}/calls/{{call_id}}/schedule",
             _api(schedule, ScheduleRequest),
             methods=["PUT"],
             name="schedule",
         ),
+        Route(f"{prefix}/calls", calls, methods=["GET", "POST"], name="calls"),
+        Route(f"{prefix}/calls/{{call_id}}", _api(get_call), methods=["GET"], name="get_call"),
         Route(
             f"{prefix}/calls/{{call_id}}/cancel", _api(cancel, CancelRequest), methods=["POST"], name="cancel"
         ),
