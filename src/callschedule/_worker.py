@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from callschedule import _events
+from callschedule import _events, _json
 from callschedule._model import Call, Event, ExecutionStatus, Source
 from callschedule._rules import CallingWindow
 from callschedule.exceptions import CallScheduleError, Conflict, InvalidInput
@@ -111,9 +110,13 @@ class RetryPolicy:
 # -- what an attempt's result does to its call (pure; shared with CallScheduler.complete) ------
 
 
+#: ``json.dumps(value, allow_nan=False)``, without building an encoder for every outcome.
+_strict_dumps = _json.make_dumps(allow_nan=False)
+
+
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value, allow_nan=False)
+        _strict_dumps(value)
     except (TypeError, ValueError):
         return repr(value)
     return value
