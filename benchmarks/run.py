@@ -728,6 +728,10 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   transaction (`Store.update_calls_and_claim_due`), one commit a round; what is left is about
   50 µs of Python per call on the worker's own thread (settling each outcome, its event, the
   model objects), which is the ceiling on one core.
+  The 8,000 calls/s of the target are absolute, so they depend on the machine: 15,686/s on an
+  Intel Xeon VM, 6,500-8,800/s from run to run on an AMD EPYC VM of the same size, where
+  APScheduler was 22% slower as well. Merging a round's outcome updates into one statement
+  (as B6's batches do) made it no faster there (two interleaved runs).
 - B5: among a million rows, the pages a change touches (the row, three indexes, the event index) are
   spread over the file, so each WAL checkpoint writes more pages than in a small table (about
   3.3 ms every ~100 changes against 1.5 ms): a property of the B-tree that the raw loop pays as
@@ -737,46 +741,33 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   difference in three interleaved runs.
 - B6: each request is served on the event loop (credentials, the read of the call, the rules, the
   change's statements) and awaits only the commit, which a thread of the store runs for all the
-  requests of a turn of the loop. Measured on the server's threads (`/proc`, 10,000 requests, 2
-  cores shared with the load generator): the bare endpoint's loop thread spends about 150 µs of
-  CPU a request, ours about 400 µs (330 µs user, 70 µs kernel), and the committer thread another
-  45 µs (mostly fsync and WAL writes). With the write stubbed out ours takes about 265 µs (0.54x):
-  uvicorn, h11 and Starlette are the same for both, and the rest is the library's Python (the
-  credentials, the rules, the event, the wire shape and its JSON, about 45 µs measured alone)
-  and the two reads. The write costs the loop thread about 150 µs a request under HTTP, against
-  about 40 µs when 16 tasks change calls in step: requests arrive spread out, so a commit carries
-  about 7 changes instead of 16; the reads (the key and the call) take about 22 µs each from a
-  pooled connection, whose page cache every commit empties, against 4-9 µs on the writer, which
-  is nearly always committing; and each commit's wake-ups cost the loop thread about 7% of its
-  CPU in the kernel (waking the committer, which waits for the interpreter lock after its fsync).
-  Merging the updates of a batch into one statement costs more CPU than running them one by one
-  when measured alone, but under HTTP it is 2-4% faster: every SQLite call hands the interpreter
-  lock to the waiting committer. Running the batch's statements on the committer thread instead
-  of the loop (so SQLite's own work overlaps the loop's Python) made no difference in three
-  interleaved runs: on two cores shared with the load generator, what bounds B6 is the
-  interpreter-lock time per request, wherever it is spent. Per thread (`psutil`, 10,000
-  requests), the loop thread is saturated on both sides: 0.96 of a core for ours at about
-  350 µs a request (300 user, 50 kernel), 0.99 for the bare one at 141 µs; the committer adds
-  48 µs. Half the bare rate needs the loop thread at about 280 µs. Sampled under load (py-spy,
-  per request): the two reads 40 µs, the batch's statements 31, the rest of planning and
-  preparing the change 44, the body, its JSON and the credentials' hash about 23, the answer's
-  wire shape and JSON 36; the event loop's own overhead (epoll, scheduling) is under 2% on both
-  sides, but uvicorn's sending of the answer costs ours 107 µs against the bare endpoint's
-  59 µs, and its parsing of the request 87 against 70: the same code, run with colder caches
-  after the library's work. Committing inline on the loop instead of in a thread, and a
-  switch interval of 1 ms or 50 ms, made no difference in three interleaved runs.
-  Each read from a pooled connection also takes and drops a lock on the WAL index: `strace`
-  counts about 4 `fcntl` calls a request on the loop thread, none for the bare endpoint.
-  Writing answers and reading bodies through json's C encoder and scanner called directly
-  cut 4% of the instructions of a request served in-process (callgrind) and raised B6 by
-  about 6% in four interleaved runs (2,504 to 2,664 requests/s; bare 6,345).
-  The fsync is not what bounds it: the same server at `synchronous=NORMAL` served 2,300
-  requests/s against 2,250 at FULL (two runs each). Sampled with `perf` (a software clock on
-  this VM), 9% of the loop thread's time goes to waking the committer thread when it hands it
-  the interpreter lock (`pthread_cond_signal`, a futex wake across the two virtual CPUs), and
-  most of the committer's kernel time to waiting for that lock. Serving the key from memory
-  instead of the store (a test only, not shipped: it would miss a revocation made by another
-  process) raised B6 by 6%, so the read of the key alone is not the missing half either.
+  requests of a turn of the loop (about 6 changes a commit under this load). On two cores shared
+  with the load generator the loop thread is saturated on both sides, so the ratio is that of
+  its CPU per request: on an Intel Xeon VM, about 150 µs for the bare endpoint against 340 µs
+  for ours (0.43x). What moved it, each measured by callgrind in-process (instructions per
+  request) and by interleaved runs against the commit before:
+  - json's C encoder and scanner called directly for answers and bodies: 4% fewer
+    instructions, +6% requests/s;
+  - the endpoints as plain ASGI apps that read the scope and the body messages and send the
+    envelope themselves, instead of Starlette's `Request`, `request_response` and
+    `JSONResponse` (every lazy attribute of a `Request` first misses, raising and dropping an
+    `AttributeError`); the documented route tried first by the router; and
+    `serves_event_loop` no longer importing the built-in plugins' modules at every call:
+    733,000 to 658,000 instructions (-10%), +8% requests/s and 8% less CPU per request on the
+    loop thread (four interleaved runs on an AMD EPYC VM).
+- B6, what is left (py-spy under load, share of the loop thread): uvicorn and h11 sending the
+  answer about 26% and parsing the request about 17%, the same code as for the bare endpoint; the
+  credentials 8% (a read of the key; pluggy's call machinery is about 3 µs of it); the read of
+  the call 6%; the batch's statements 6%; the rest of planning, the answer's wire shape and its
+  JSON about 10%. Each read from a pooled connection takes and drops a lock on the WAL index
+  (about 4 `fcntl` calls a request). The fsync is not the bound: at `synchronous=NORMAL` the
+  server did 2,300 requests/s against 2,250 at FULL. `perf` puts 9% of the loop thread's time
+  in waking the committer thread as it hands it the interpreter lock (a futex wake across the
+  virtual CPUs). What made no difference (three interleaved runs each): committing inline on
+  the loop; a switch interval of 1 or 50 ms; running the batch's statements on the committer
+  thread; a larger page cache or a memory-mapped file (two reads after a commit took 18 µs
+  against 9.8). Serving the key from memory (a test only, not shipped: it would miss a
+  revocation made by another process) raised B6 by 6%.
 
 ## Reproduce
 ```
