@@ -864,7 +864,6 @@ def _claim_arguments(
 
 
 @functools.cache
-@functools.cache
 def _builtin_plugins() -> frozenset[object]:
     """The modules of the built-in plugins (what they are, not the names they were registered by)."""
     return frozenset(importlib.import_module(name) for name in DEFAULT_PLUGINS)
