@@ -704,17 +704,22 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   11, even the near-empty step after the commit 4.3 µs against 1.1. The raw loop pays the same
   fsync with far less code to run after it, so the faster a machine's fsync, the further below
   0.70x the FULL ratios fall: 0.71x on a machine whose raw FULL loop did 3,000 changes a second,
-  0.65-0.70x on one doing 4,500-4,800.
+  0.65-0.70x on one doing 4,500-4,800, and on an Intel Xeon VM whose raw FULL loop did 4,200-5,600
+  (2026-12-05) B1 0.61x and B2 0.53x, where an AMD EPYC VM (2,500-3,350) gave 0.74x and 0.73x the
+  day before. At NORMAL on that Intel VM a reschedule cost about 260 µs against the raw loop's
+  160 µs: the library's Python is the larger share there, and is what is left to cut.
 - B1 depends on the ids the library makes: with random ids (UUID version 4) each create touched a
   random leaf of the primary key and of the events' index, about one more WAL frame a commit than
   the raw loop's ordered ids and twice the page reads (`strace -c`, 3,000 creates: 54,302 page
   writes against 48,346), and B1 FULL stood at 0.66-0.67x. Made ids are now UUID version 7,
-  ordered by time (51,699 page writes), and B1 FULL is 0.76-0.77x on the same machine.
+  ordered by time (51,699 page writes), and B1 FULL was 0.76-0.77x on the machine of that
+  measurement.
 - B2 reads the call before it writes it: the rules, the status check and the event's previous
   time need it, and the raw loop, a blind conditional UPDATE, does not read. The raw loop with that
   one SELECT added before each transaction runs at 0.85x of itself (2,541 against 2,997 changes/s
   at FULL, medians of 5); inside the write transaction it was no faster (2,278/s). So B2 FULL
-  lands at 0.65-0.71x from run to run on this machine, against B1's 0.76-0.79x.
+  landed at 0.65-0.71x from run to run on the machine of that measurement, against B1's
+  0.76-0.79x.
 - B2c with threads: when 32 threads each read, plan and write their own change, every SQLite call
   releases the interpreter lock, so they hand it over about 14 times a change (about 28 context
   switches a change, 40% of the CPU in the kernel waking threads), and the thread committing a
@@ -730,8 +735,9 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   model objects), which is the ceiling on one core.
   The 8,000 calls/s of the target are absolute, so they depend on the machine: 15,686/s on an
   Intel Xeon VM, 6,500-8,800/s from run to run on an AMD EPYC VM of the same size, where
-  APScheduler was 22% slower as well. Merging a round's outcome updates into one statement
-  (as B6's batches do) made it no faster there (two interleaved runs).
+  APScheduler was 22% slower as well; 6,900-8,300/s on an Intel Xeon VM on 2026-12-05.
+  Merging a round's outcome updates into one statement
+  (as B6's batches do) made it no faster on the AMD EPYC VM (two interleaved runs).
 - B5: among a million rows, the pages a change touches (the row, three indexes, the event index) are
   spread over the file, so each WAL checkpoint writes more pages than in a small table (about
   3.3 ms every ~100 changes against 1.5 ms): a property of the B-tree that the raw loop pays as
