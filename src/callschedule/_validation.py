@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 import time
 import zoneinfo
 from typing import Any
 
+from callschedule import _json
 from callschedule.exceptions import InvalidInput
 
 #: 9999-12-31T23:59:59Z, the last second an RFC 3339 timestamp can show.
@@ -93,7 +93,7 @@ def _as_stored(field: str, value: object) -> Any:
     except (TypeError, RecursionError) as exc:
         problem = f"not JSON-serialisable: {exc}"
     else:
-        stored = json.loads(text)
+        stored = _json.loads(text)
         # Each level of nesting opens a bracket: few brackets, no deep nesting (the common case).
         # Otherwise the depth is measured on what is stored.
         if text.count("{") + text.count("[") > MAX_PAYLOAD_DEPTH and _depth(stored) > MAX_PAYLOAD_DEPTH:
@@ -104,7 +104,8 @@ def _as_stored(field: str, value: object) -> Any:
     raise InvalidInput(field, problem)
 
 
-_STRICT_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False).encode
+#: ``json.dumps(value, allow_nan=False, ensure_ascii=False)``, one C call (see ``_json``).
+_STRICT_JSON = _json.make_dumps(ensure_ascii=False, allow_nan=False)
 
 
 def _too_deep(field: str) -> InvalidInput:
