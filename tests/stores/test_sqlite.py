@@ -542,3 +542,58 @@ def test_an_interrupt_in_the_committing_thread_refuses_the_changes_it_carried(tm
     assert store.get_call("org-a", "call-1") == call  # not moved
     assert store.update_call(new, call.version, [event]) == new  # and the store writes on
     store.close()
+
+
+@pytest.mark.parametrize("failing", [{"COMMIT"}, {"COMMIT", "ROLLBACK"}], ids=["commit", "commit+rollback"])
+def test_a_lone_thread_change_whose_commit_fails_is_refused_and_the_store_writes_on(
+    tmp_path: Path, failing: set[str]
+) -> None:
+    """One thread writing alone (no batch to share): its failed commit raises, leaves nothing
+    written, and the writer is usable again, even when the rollback after it fails too."""
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    real = store._writer
+    failed: set[str] = set()
+
+    class FailingOnce:  # the writer connection, whose next COMMIT (and ROLLBACK) fail as a disk would
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql in failing and sql not in failed:
+                failed.add(sql)
+                raise sqlite3.OperationalError("disk I/O error")
+            return real.execute(sql, *args)
+
+    store._writer = FailingOnce()  # type: ignore[assignment]
+    first, second = make_call("call-1"), make_call("call-2")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        store.insert_call(first, created_event(first))
+    assert failed == failing
+    assert store.get_call("org-a", "call-1") is None
+    assert store.insert_call(second, created_event(second)) == second
+    assert [c.call_id for c in store.list_calls("org-a")] == ["call-2"]
+    store.close()
+
+
+def test_a_lone_thread_change_that_fails_halfway_leaves_nothing_of_itself(tmp_path: Path) -> None:
+    """The call's row is updated, then its event is refused: the update is undone with it."""
+    path = tmp_path / "calls.db"
+    store = SQLiteStore(str(path))
+    call = make_call()
+    store.insert_call(call, created_event(call))
+    with sqlite3.connect(str(path)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.type = 'rescheduled' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    conn.close()
+    new, event = moved(call, call.scheduled_timestamp + 600)
+    with pytest.raises(sqlite3.IntegrityError, match="refused by the test"):
+        store.update_call(new, call.version, [event])
+    assert store.get_call("org-a", call.call_id) == call
+    assert [e.type.value for e in store.events("org-a", call.call_id)] == ["created"]
+    with sqlite3.connect(str(path)) as conn:
+        conn.execute("DROP TRIGGER refuse")
+    conn.close()
+    assert store.update_call(new, call.version, [event]) == new  # the writer is free again
+    store.close()

@@ -595,11 +595,35 @@ class SQLiteStore(Store):
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` inside a committed transaction, possibly shared with other threads' work."""
+        lock = self._lock
+        lock.acquire()
+        alone = not self._committing and not self._closed  # no change is queued either, then
+        if alone:
+            self._committing = True
+        lock.release()
+        if alone:
+            return self._write_alone(work)
         pending = _Pending(work)
         self._write_all([pending])
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[no-any-return]
+
+    def _write_alone(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work`` in a transaction of its own, the writer being this thread's (the common case
+        of one thread writing): what :meth:`_commit_batch` does for a batch of one, without its
+        bookkeeping. Changes other threads queue meanwhile are handed the writer after it."""
+        conn = self._writer
+        try:
+            self._begin(conn)
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:  # nothing of it is committed: a refused change wrote nothing, either
+            self._roll_back()
+            raise
+        finally:
+            self._release_writer()
+        return result
 
     def _write_all(self, pendings: list[_Pending]) -> None:
         """Commit ``pendings`` (each its own change), sharing the commit with other threads'.
@@ -776,10 +800,14 @@ class SQLiteStore(Store):
 
     def _abort(self, batch: list[_Pending], exc: Exception) -> None:
         """The transaction failed as a whole (its ``COMMIT``, say): none of its changes is
-        durable, and every one gets ``exc`` before anything else can go wrong. Then roll back;
-        a writer connection that cannot even do that is replaced, so the next write starts clean."""
+        durable, and every one gets ``exc`` before anything else can go wrong. Then roll back."""
         for pending in batch:
             pending.result, pending.error = None, exc
+        self._roll_back()
+
+    def _roll_back(self) -> None:
+        """Undo the writer's open transaction, if any; a writer connection that cannot even do
+        that is replaced, so the next write starts clean."""
         try:
             if self._writer.in_transaction:
                 self._writer.execute("ROLLBACK")
