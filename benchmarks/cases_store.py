@@ -201,6 +201,74 @@ def b2_raw(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
     return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
 
 
+def b2_floor(workdir: Path, n: int, synchronous: str = "full") -> dict[str, Any]:
+    """What B2 could reach: the same reschedules written straight through, for measuring only.
+
+    The same arguments checked, the same read, rules, moved call, event, rows and statements as
+    ``reschedule``, with nothing around them: the read inside the write transaction on the
+    writer connection, no group commit, no ``attrs.evolve``, no hooks or due listeners. Not a
+    way to use the library (it reaches into the SQLite store's writer); see B2f.
+    """
+    from callschedule import _rules, _validation
+    from callschedule._events import rescheduled
+    from callschedule._model import Call, RescheduleResult, Source
+    from callschedule.plugins.sqlite import _CALL_COLUMNS, _call_from_row, _prepare_update
+
+    path = workdir / "b2-floor.db"
+    due = int(time.time()) + AHEAD
+    ids = bulk_load_calls(path, n, first_due=due, spread=3600)
+    scheduler = _open(path, synchronous)
+    conn, clock, policy = scheduler.store._writer, scheduler.clock, scheduler.policy
+    execute = conn.execute
+    select = f"SELECT {_CALL_COLUMNS} FROM calls WHERE organization_id = ? AND call_id = ?"
+
+    def reschedule(organization_id: str, call_id: str, scheduled_timestamp: int) -> RescheduleResult:
+        organization_id = _validation.identifier("organization_id", organization_id)
+        call_id = _validation.identifier("call_id", call_id)
+        requested = _validation.timestamp("scheduled_timestamp", scheduled_timestamp)
+        execute("BEGIN IMMEDIATE")
+        try:
+            call = _call_from_row(execute(select, (organization_id, call_id)).fetchall()[0])
+            now_ms = clock.now_ms()
+            new_time = _rules.decide_reschedule(call, requested, now_ms // 1000, policy)
+            moved = Call(
+                call.call_id,
+                call.organization_id,
+                new_time,
+                call.execution_status,
+                call.timezone,
+                call.payload,
+                call.attempts,
+                call.reschedule_count + 1,
+                call.version + 1,
+                call.created_at,
+                now_ms,
+                call.lease_owner,
+                call.lease_expires_at,
+                call.outcome,
+            )
+            event = rescheduled(moved, call.scheduled_timestamp, new_time, now_ms, Source.LIBRARY)
+            _prepare_update(moved, call.version, [event])(conn)
+            execute("COMMIT")
+        except BaseException:
+            execute("ROLLBACK")
+            raise
+        return RescheduleResult(
+            organization_id=organization_id,
+            call_id=call_id,
+            previous_scheduled_timestamp=call.scheduled_timestamp,
+            new_scheduled_timestamp=new_time,
+            call=moved,
+            events=[event],
+        )
+
+    with Timer() as t:
+        for i, call_id in enumerate(ids):
+            reschedule(ORG, call_id, due + 7200 + i % 3600)
+    scheduler.close()
+    return {"ops_per_s": n / t.seconds, "seconds": t.seconds}
+
+
 def b2_aps(workdir: Path, n: int, max_seconds: float = 12.0) -> dict[str, Any]:
     """APScheduler: ``reschedule_job`` (a new date trigger) for each of ``n`` stored jobs.
 

@@ -14,6 +14,7 @@ build: the table says which targets were met.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -72,6 +73,7 @@ class Measure:
     rows: Callable[[dict[str, list[dict[str, Any]]]], list[Row]]
     reps: int | None = None  # None: the run's default
     prepare: Variant | None = None  # run once before the repetitions (a shared fixture)
+    opt_in: bool = False  # run only when named by --only (an analysis, not part of the table)
 
 
 # -- running children --------------------------------------------------------------------------
@@ -239,6 +241,11 @@ def throughput_rows(
             )
         )
     return rows
+
+
+def analysis(rows: list[Row]) -> list[Row]:
+    """Rows of an analysis: figures to read, with no target of their own to meet."""
+    return [dataclasses.replace(row, verdict="analysis") for row in rows]
 
 
 def _needs(*modules: str) -> Callable[[], str | None]:
@@ -496,6 +503,34 @@ def measures(quick: bool) -> list[Measure]:
     )
     found.append(
         Measure(
+            "B2f",
+            f"B2's floor: {n:,} reschedules written straight through (an analysis)",
+            [
+                Variant("lib", "cases_store.b2_lib", {"n": n}),
+                Variant("floor", "cases_store.b2_floor", {"n": n}),
+                Variant("raw", "cases_store.b2_raw", {"n": n}),
+            ],
+            lambda res: analysis(
+                throughput_rows(
+                    "B2f",
+                    f"the same work as reschedule with nothing around it, {n:,} one by one, FULL",
+                    "floor",
+                    res,
+                    [("raw", "raw sqlite3, FULL", 0.7, "(B2's: >= 0.70x)")],
+                )
+                + throughput_rows(
+                    "B2f",
+                    f"reschedule {n:,} calls one by one, FULL",
+                    "lib",
+                    res,
+                    [("floor", "the straight-through floor", 1.0, "(what is left to cut)")],
+                )
+            ),
+            opt_in=True,
+        )
+    )
+    found.append(
+        Measure(
             "B2c",
             f"reschedule {n:,} calls from 32 threads",
             [
@@ -658,6 +693,9 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
 - **B2**: `reschedule` of stored calls one after another (a read, the rules, a conditional update and an
   event, one commit). Raw: `UPDATE ... WHERE status = 'pending'` and `INSERT event`, one commit each.
   APScheduler: `reschedule_job` with a new date trigger.
+- **B2f** (an analysis, run only with `--only B2f`): B2's floor. The same reschedules written
+  straight through in the benchmark (`cases_store.b2_floor`: the library's checks, rules, model,
+  event and statements, nothing around them), against the raw loop and against `reschedule`.
 - **B2c**: 32 threads share one scheduler, each rescheduling its slice; each call returns only after
   its change is committed, so commits are shared (group commit), not skipped. The second row does
   the same from 32 asyncio tasks on one event loop (`reschedule_async`), as an async application
@@ -708,6 +746,26 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   (2026-12-05) B1 0.61x and B2 0.53x, where an AMD EPYC VM (2,500-3,350) gave 0.74x and 0.73x the
   day before. At NORMAL on that Intel VM a reschedule cost about 260 µs against the raw loop's
   160 µs: the library's Python is the larger share there, and is what is left to cut.
+- Instructions per change (callgrind, in-process, 2,000 changes at NORMAL, 2026-12-06): the raw
+  create 184,000 and `create_call` 283,000; the raw reschedule 178,000 and `reschedule` 394,000,
+  of which the read of the call (its SELECT and the model built from it) is 77,000. Two changes
+  cut them that day: the payload check through json's C encoder and scanner (`create_call`
+  313,800 to 299,300) and a change written alone, with no other in progress, committing without
+  the group commit's bookkeeping (`create_call` to 283,300, `reschedule` 404,200 to 393,700).
+  B1 FULL then stood at 0.65-0.71x and B2 FULL at 0.58-0.65x on an Intel Xeon VM whose raw FULL
+  loop did 6,200-7,300 changes a second.
+- B2's floor, measured (B2f: `python benchmarks/run.py --only B2f`, not part of the full run):
+  the same reschedules written straight through (the same checks, read, rules, moved call, event,
+  rows and statements, with the read inside the write transaction and nothing around them: no
+  group commit, no `attrs.evolve`, no hooks or due listeners) took 346,000 instructions a change,
+  and at FULL ran at 0.64x of the raw loop, `reschedule` at 0.89x of it (medians of 10
+  interleaved repetitions on an Intel Xeon VM, 2026-12-06; 0.69x and 0.86x in another 10). So
+  on such a machine B2's 0.70x is out of reach of an implementation that reads the call and
+  builds the library's objects: what is left is the work the library must do and the raw loop does
+  not (read the call, apply the rules, build the event, the model objects and their JSON), run on
+  caches that each fsync leaves cold. Writing the change as two statements instead, so that
+  nothing is read first (the event by `INSERT ... SELECT` from the call's row, the call by
+  `UPDATE ... RETURNING`), took more instructions: 395,000.
 - B1 depends on the ids the library makes: with random ids (UUID version 4) each create touched a
   random leaf of the primary key and of the events' index, about one more WAL frame a commit than
   the raw loop's ordered ids and twice the page reads (`strace -c`, 3,000 creates: 54,302 page
@@ -735,7 +793,8 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   model objects), which is the ceiling on one core.
   The 8,000 calls/s of the target are absolute, so they depend on the machine: 15,686/s on an
   Intel Xeon VM, 6,500-8,800/s from run to run on an AMD EPYC VM of the same size, where
-  APScheduler was 22% slower as well; 6,900-8,300/s on an Intel Xeon VM on 2026-12-05.
+  APScheduler was 22% slower as well; 6,900-8,300/s on an Intel Xeon VM on 2026-12-05, and
+  9,400-14,000/s on one on 2026-12-06.
   Merging a round's outcome updates into one statement
   (as B6's batches do) made it no faster on the AMD EPYC VM (two interleaved runs).
 - B5: among a million rows, the pages a change touches (the row, three indexes, the event index) are
@@ -774,12 +833,16 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   thread; a larger page cache or a memory-mapped file (two reads after a commit took 18 µs
   against 9.8). Serving the key from memory (a test only, not shipped: it would miss a
   revocation made by another process) raised B6 by 6%.
+- B6 swings around its target from run to run: on an Intel Xeon VM on 2026-12-06, 0.49x in the
+  full run (3 repetitions) and 0.54x with `--only B6 --reps 5` minutes later, where the bare
+  endpoint did 4,250-4,900 requests/s.
 
 ## Reproduce
 ```
 pip install -e '.[bench]'   # or have apscheduler 3.11, sqlalchemy and psutil importable
 nox -s bench                # full run, writes this page; `nox -s bench -- --quick` for small N
 python benchmarks/run.py --only B1,B2 --reps 5 --no-write
+python benchmarks/run.py --only B2f --reps 10 --no-write   # B2's floor (not in the full run)
 ```
 """
 
@@ -800,7 +863,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     only = {s.strip().upper() for s in args.only.split(",") if s.strip()}
-    chosen = [m for m in measures(args.quick) if not only or m.id.upper() in only]
+    chosen = [m for m in measures(args.quick) if m.id.upper() in only or not (only or m.opt_in)]
     started = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="callschedule-bench-") as base:
