@@ -747,11 +747,11 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   day before. At NORMAL on that Intel VM a reschedule cost about 260 µs against the raw loop's
   160 µs: the library's Python is the larger share there, and is what is left to cut.
 - Instructions per change (callgrind, in-process, 2,000 changes at NORMAL, 2026-12-06): the raw
-  create 184,000 and `create_call` 283,000; the raw reschedule 178,000 and `reschedule` 394,000,
+  create 184,000 and `create_call` 287,000; the raw reschedule 178,000 and `reschedule` 399,000,
   of which the read of the call (its SELECT and the model built from it) is 77,000. Two changes
   cut them that day: the payload check through json's C encoder and scanner (`create_call`
   313,800 to 299,300) and a change written alone, with no other in progress, committing without
-  the group commit's bookkeeping (`create_call` to 283,300, `reschedule` 404,200 to 393,700).
+  the group commit's bookkeeping (`create_call` to 286,800, `reschedule` 404,200 to 399,000).
   B1 FULL then stood at 0.65-0.71x and B2 FULL at 0.58-0.65x on an Intel Xeon VM whose raw FULL
   loop did 6,200-7,300 changes a second.
 - B2's floor, measured (B2f: `python benchmarks/run.py --only B2f`, not part of the full run):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -596,4 +599,52 @@ def test_a_lone_thread_change_that_fails_halfway_leaves_nothing_of_itself(tmp_pa
         conn.execute("DROP TRIGGER refuse")
     conn.close()
     assert store.update_call(new, call.version, [event]) == new  # the writer is free again
+    store.close()
+
+
+def _lines_of(function: Any, *, up_to: str | None = None) -> list[int]:
+    """The line numbers of ``function``'s body, up to the line that contains ``up_to``."""
+    lines, first = inspect.getsourcelines(function)
+    body = []
+    for n, text in enumerate(lines[1:], first + 1):
+        if text.strip() and not text.strip().startswith(('"""', "#")):
+            body.append(n)
+        if up_to is not None and up_to in text:
+            break
+    return body
+
+
+@pytest.mark.parametrize(
+    ("function", "line"),
+    [(SQLiteStore._write, n) for n in _lines_of(SQLiteStore._write, up_to="_write_alone(work)")]
+    + [(SQLiteStore._write_alone, n) for n in _lines_of(SQLiteStore._write_alone)],
+)
+def test_an_interrupt_while_a_lone_change_is_written_leaves_the_store_usable(
+    tmp_path: Path, function: Any, line: int
+) -> None:
+    """A KeyboardInterrupt (Ctrl-C in the main thread) raised before any line of a lone write:
+    the writer is not left taken, nothing half-written stays, and the store goes on."""
+    store = SQLiteStore(str(tmp_path / "calls.db"))
+    code = function.__code__
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return interrupt if event == "call" and frame.f_code is code else None
+
+    def interrupt(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == line:
+            raise KeyboardInterrupt
+        return interrupt
+
+    call = make_call()
+    sys.settrace(tracer)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            store.insert_call(call, created_event(call))
+    finally:
+        sys.settrace(None)
+    assert not store._lock.locked() and not store._committing
+    assert not store._writer.in_transaction
+    other = make_call("call-2")
+    assert store.insert_call(other, created_event(other)) == other
+    assert {c.call_id for c in store.list_calls("org-a")} <= {"call-1", "call-2"}
     store.close()

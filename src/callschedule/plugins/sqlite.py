@@ -595,14 +595,16 @@ class SQLiteStore(Store):
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` inside a committed transaction, possibly shared with other threads' work."""
-        lock = self._lock
-        lock.acquire()
-        alone = not self._committing and not self._closed  # no change is queued either, then
-        if alone:
-            self._committing = True
-        lock.release()
-        if alone:
-            return self._write_alone(work)
+        alone = False
+        try:  # the writer is taken inside the try: an interrupt (Ctrl-C) then still frees it
+            with self._lock:
+                if not self._committing and not self._closed:  # then no change is queued either
+                    self._committing = alone = True
+            if alone:
+                return self._write_alone(work)
+        finally:
+            if alone:
+                self._release_writer()
         pending = _Pending(work)
         self._write_all([pending])
         if pending.error is not None:
@@ -612,7 +614,8 @@ class SQLiteStore(Store):
     def _write_alone(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work`` in a transaction of its own, the writer being this thread's (the common case
         of one thread writing): what :meth:`_commit_batch` does for a batch of one, without its
-        bookkeeping. Changes other threads queue meanwhile are handed the writer after it."""
+        bookkeeping. The caller releases the writer: changes other threads queued meanwhile
+        are handed it next."""
         conn = self._writer
         try:
             self._begin(conn)
@@ -621,8 +624,6 @@ class SQLiteStore(Store):
         except BaseException:  # nothing of it is committed: a refused change wrote nothing, either
             self._roll_back()
             raise
-        finally:
-            self._release_writer()
         return result
 
     def _write_all(self, pendings: list[_Pending]) -> None:
