@@ -752,20 +752,24 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   cut them that day: the payload check through json's C encoder and scanner (`create_call`
   313,800 to 299,300) and a change written alone, with no other in progress, committing without
   the group commit's bookkeeping (`create_call` to 286,800, `reschedule` 404,200 to 399,000).
-  B1 FULL then stood at 0.65-0.71x and B2 FULL at 0.58-0.65x on an Intel Xeon VM whose raw FULL
-  loop did 6,200-7,300 changes a second.
+  B1 FULL then stood at 0.65-0.71x and B2 FULL at 0.58-0.71x on an Intel Xeon VM whose raw FULL
+  loop did 5,800-7,300 changes a second.
 - B2's floor, measured (B2f: `python benchmarks/run.py --only B2f`, not part of the full run):
   the same reschedules written straight through (the same checks, read, rules, moved call, event,
   rows and statements, with the read inside the write transaction and nothing around them: no
   group commit, no `attrs.evolve`, no hooks or due listeners) took 346,000 instructions a change,
-  and at FULL ran at 0.64x of the raw loop, `reschedule` at 0.89x of it (medians of 10
-  interleaved repetitions on an Intel Xeon VM, 2026-12-06; 0.69x and 0.86x in another 10). So
-  on such a machine B2's 0.70x is out of reach of an implementation that reads the call and
-  builds the library's objects: what is left is the work the library must do and the raw loop does
-  not (read the call, apply the rules, build the event, the model objects and their JSON), run on
-  caches that each fsync leaves cold. Writing the change as two statements instead, so that
-  nothing is read first (the event by `INSERT ... SELECT` from the call's row, the call by
-  `UPDATE ... RETURNING`), took more instructions: 395,000.
+  and at FULL ran at 0.64x, 0.68x and 0.69x of the raw loop in three sets of 10 interleaved
+  repetitions on an Intel Xeon VM (2026-12-06), `reschedule` at 0.86-0.89x of it. So the library
+  is within about 12% of what its work costs, and what separates both from the raw loop is that
+  work, which the raw loop does not do (read the call, apply the rules, build the event, the model
+  objects and their JSON), run on caches that each fsync leaves cold. On such a machine B2 FULL
+  lands around its target: 0.58x and 0.71x in two full runs that day. Writing the change as two
+  statements instead, so that nothing is read first (the event by `INSERT ... SELECT` from the
+  call's row, the call by `UPDATE ... RETURNING`), took more instructions: 395,000.
+- Run to run on one machine the ratios swing by more than their margins: two full runs on an
+  Intel Xeon VM on 2026-12-06 gave B1 FULL 0.71x and 0.67x, B2 FULL 0.58x and 0.71x, B2c with
+  threads 1.47x and 0.89x, B6 0.49x and 0.50x (3 repetitions each); `--only B6 --reps 5` gave
+  0.54x. More repetitions (`--reps 5`) narrow them, at twice the run's time.
 - B1 depends on the ids the library makes: with random ids (UUID version 4) each create touched a
   random leaf of the primary key and of the events' index, about one more WAL frame a commit than
   the raw loop's ordered ids and twice the page reads (`strace -c`, 3,000 creates: 54,302 page
@@ -833,9 +837,6 @@ the two sides of each measured moments apart, each in a fresh process on a fresh
   thread; a larger page cache or a memory-mapped file (two reads after a commit took 18 µs
   against 9.8). Serving the key from memory (a test only, not shipped: it would miss a
   revocation made by another process) raised B6 by 6%.
-- B6 swings around its target from run to run: on an Intel Xeon VM on 2026-12-06, 0.49x in the
-  full run (3 repetitions) and 0.54x with `--only B6 --reps 5` minutes later, where the bare
-  endpoint did 4,250-4,900 requests/s.
 
 ## Reproduce
 ```
