@@ -20,6 +20,40 @@ from callschedule.plugins.sqlite import MAX_IDLE_READERS, SCHEMA_VERSION, SQLite
 from callschedule.testing import created_event, make_call, moved
 
 
+def _on_the_file(path: Path, sql: str) -> None:
+    """Run ``sql`` on the database file through a connection of its own (another process's)."""
+    with sqlite3.connect(str(path)) as conn:
+        conn.execute(sql)
+    conn.close()
+
+
+def _refuse_events(path: Path, when: str) -> None:
+    """From now on SQLite refuses to insert an event ``when`` it matches (trigger ``refuse``)."""
+    _on_the_file(
+        path,
+        f"CREATE TRIGGER refuse BEFORE INSERT ON events WHEN {when} "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+
+
+class _FailingOnce:
+    """A writer connection whose next statement of each text in ``failing`` (``COMMIT``,
+    ``ROLLBACK``) fails as a disk would; ``failed`` holds those that did."""
+
+    def __init__(self, real: sqlite3.Connection, failing: set[str]) -> None:
+        self.real, self.failing = real, failing
+        self.failed: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql in self.failing and sql not in self.failed:
+            self.failed.add(sql)
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.real.execute(sql, *args)
+
+
 def test_opening_an_older_database_migrates_it_and_keeps_its_calls(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = Database(str(path))
@@ -301,12 +335,7 @@ def test_changes_sharing_a_transaction_stand_when_one_is_refused_or_fails_halfwa
     calls = [make_call(f"call-{n}") for n in range(4)]
     for call in calls:
         store.insert_call(call, created_event(call))
-    with sqlite3.connect(str(path)) as conn:  # the event of call-2 fails, after its update ran
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.call_id = 'call-2' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-        )
-    conn.close()
+    _refuse_events(path, "NEW.call_id = 'call-2'")  # the event of call-2 fails, after its update ran
     changes = [
         (new, call.version, [event])
         for call in calls
@@ -336,22 +365,7 @@ def test_a_failed_commit_refuses_its_changes_and_the_next_ones_commit(
 ) -> None:
     """Even when the rollback after it fails too, no caller waits forever and the store goes on."""
     store = SQLiteStore(str(tmp_path / "calls.db"))
-    real = store._writer
-
-    class FailingOnce:  # the writer connection, whose next COMMIT (and ROLLBACK) fail as a disk would
-        def __init__(self) -> None:
-            self.failed: set[str] = set()
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            if sql in failing and sql not in self.failed:
-                self.failed.add(sql)
-                raise sqlite3.OperationalError("disk I/O error")
-            return real.execute(sql, *args)
-
-    store._writer = FailingOnce()  # type: ignore[assignment]
+    store._writer = _FailingOnce(store._writer, failing)  # type: ignore[assignment]
     calls = [make_call(f"call-{n}") for n in range(3)]
 
     async def scenario() -> tuple[list[object], object]:
@@ -397,12 +411,7 @@ def test_changes_left_after_one_failed_halfway_wait_for_the_lock_another_process
     calls = [make_call(f"call-{n}") for n in range(3)]
     for call in calls:
         store.insert_call(call, created_event(call))
-    with sqlite3.connect(str(path)) as conn:
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.call_id = 'call-2' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-        )
-    conn.close()
+    _refuse_events(path, "NEW.call_id = 'call-2'")
     other = sqlite3.connect(str(path), isolation_level=None)  # another process's connection
     begin_at_once = SQLiteStore._begin_at_once
     begins = []
@@ -554,24 +563,11 @@ def test_a_lone_thread_change_whose_commit_fails_is_refused_and_the_store_writes
     """One thread writing alone (no batch to share): its failed commit raises, leaves nothing
     written, and the writer is usable again, even when the rollback after it fails too."""
     store = SQLiteStore(str(tmp_path / "calls.db"))
-    real = store._writer
-    failed: set[str] = set()
-
-    class FailingOnce:  # the writer connection, whose next COMMIT (and ROLLBACK) fail as a disk would
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-        def execute(self, sql: str, *args: Any) -> Any:
-            if sql in failing and sql not in failed:
-                failed.add(sql)
-                raise sqlite3.OperationalError("disk I/O error")
-            return real.execute(sql, *args)
-
-    store._writer = FailingOnce()  # type: ignore[assignment]
+    writer = store._writer = _FailingOnce(store._writer, failing)  # type: ignore[assignment]
     first, second = make_call("call-1"), make_call("call-2")
     with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
         store.insert_call(first, created_event(first))
-    assert failed == failing
+    assert writer.failed == failing
     assert store.get_call("org-a", "call-1") is None
     assert store.insert_call(second, created_event(second)) == second
     assert [c.call_id for c in store.list_calls("org-a")] == ["call-2"]
@@ -584,20 +580,13 @@ def test_a_lone_thread_change_that_fails_halfway_leaves_nothing_of_itself(tmp_pa
     store = SQLiteStore(str(path))
     call = make_call()
     store.insert_call(call, created_event(call))
-    with sqlite3.connect(str(path)) as conn:
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.type = 'rescheduled' "
-            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-        )
-    conn.close()
+    _refuse_events(path, "NEW.type = 'rescheduled'")
     new, event = moved(call, call.scheduled_timestamp + 600)
     with pytest.raises(sqlite3.IntegrityError, match="refused by the test"):
         store.update_call(new, call.version, [event])
     assert store.get_call("org-a", call.call_id) == call
     assert [e.type.value for e in store.events("org-a", call.call_id)] == ["created"]
-    with sqlite3.connect(str(path)) as conn:
-        conn.execute("DROP TRIGGER refuse")
-    conn.close()
+    _on_the_file(path, "DROP TRIGGER refuse")
     assert store.update_call(new, call.version, [event]) == new  # the writer is free again
     store.close()
 
